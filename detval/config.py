@@ -1,0 +1,73 @@
+"""Typed settings of one validation run (the CLI and the Python API both build a ValConfig)."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class ValConfig:
+    """What `detval val` takes. Names and defaults follow YOLOv5 v7.0 val.py's command line."""
+
+    weights: str
+    data: str
+    imgsz: int = 640
+    batch_size: int = 32
+    conf_thres: float = 0.001
+    iou_thres: float = 0.6
+    max_det: int = 300
+    task: str = "val"  # train, val, test or speed
+    device: str = ""  # "", "cpu", "0", "0,1,2,3"
+    workers: int = 8
+    single_cls: bool = False
+    verbose: bool = False
+    save_txt: bool = False
+    save_conf: bool = False
+    save_json: bool = False
+    half: bool = False
+    project: str = "runs/val"
+    name: str = "exp"
+    exist_ok: bool = False
+    plots: bool = True
+    cfg: str | None = None  # model yaml, for a plain state_dict
+    images: str | None = None  # image folder when --data is a COCO instances.json
+    nproc: int = 1  # CPU processes with --device cpu
+    dp: bool = False  # DataParallel over the listed devices
+    schedule: str = "dynamic"  # dynamic or static batch assignment across ranks
+    threads: int | None = None  # torch intra-op threads per process (default: cores / processes)
+    coco_backend: str = "detval"
+    quiet: bool = False
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.imgsz > 0, f"--imgsz must be positive, got {self.imgsz}"),
+            (self.batch_size > 0, f"--batch-size must be positive, got {self.batch_size}"),
+            (0.0 <= self.conf_thres <= 1.0, f"--conf-thres must be in [0, 1], got {self.conf_thres}"),
+            (0.0 <= self.iou_thres <= 1.0, f"--iou-thres must be in [0, 1], got {self.iou_thres}"),
+            (self.max_det > 0, f"--max-det must be positive, got {self.max_det}"),
+            (self.task in ("train", "val", "test", "speed"), f"--task must be train, val, test or speed, got {self.task}"),
+            (self.nproc > 0, f"--nproc must be positive, got {self.nproc}"),
+            (self.schedule in ("dynamic", "static"), f"--schedule must be dynamic or static, got {self.schedule}"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(message)
+
+    def settings(self) -> dict:
+        """All settings as a plain dict for results.json."""
+        return asdict(self)
+
+    @classmethod
+    def field_names(cls) -> list[str]:
+        return [f.name for f in fields(cls)]
+
+
+def increment_path(path: Path, exist_ok: bool = False) -> Path:
+    """runs/val/exp -> runs/val/exp2, exp3, ... as YOLOv5 does, unless exist_ok."""
+    path = Path(path)
+    if exist_ok or not path.exists():
+        return path
+    n = 2
+    while Path(f"{path}{n}").exists():
+        n += 1
+    return Path(f"{path}{n}")
