@@ -1,0 +1,554 @@
+"""COCO bbox evaluation with pycocotools' exact semantics (same floats), vectorized with numpy.
+
+The phases are pycocotools' own, each a pure function:
+    evaluate_images(gt, dets, img_ids, params) -> PerImageEval    per (image, category): who matched what
+    merge([PerImageEval, ...]) -> PerImageEval                    parts from disjoint image sets, e.g. from ranks
+    accumulate(per_image, params) -> CocoAccumulated              precision/recall/scores [T, R, K, A, M]
+    summarize(accumulated) -> stats [12]                          the 12 numbers COCOeval.summarize prints
+coco_evaluate() runs them all. Boxes are COCO xywh in pixels (see detval.coco_format).
+
+Parity notes (each reproduces pycocotools 2.0.x, cocoeval.py / maskApi.c):
+- IoU is maskApi's bbIou; a crowd GT's union is the detection's area and a crowd GT can match many detections.
+- A GT is ignored if it is a crowd or its `area` field lies outside the area range (ends inclusive); a GT
+  `ignore` field has no effect because pycocotools overwrites it with iscrowd.
+- Detections per (image, category) are ranked by score with a stable sort over file order; only the top
+  max(max_dets) take part.
+- The greedy match of one detection takes, among still-free GTs (crowds are never used up) with IoU >=
+  min(t, 1 - 1e-10), the last one of highest IoU among non-ignored GTs if there is any, else among ignored ones.
+- pycocotools records a match by the GT's id, so a detection matched to a GT whose id is 0 counts as unmatched.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from detval.coco_format import CocoDetections, CocoGroundTruth
+
+# det_status codes
+FP, TP, IGNORED = 0, 1, 2
+
+AREA_LABELS = ("all", "small", "medium", "large")
+STAT_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
+# (is AP, IoU threshold or None for all, area label, index into max_dets) per stat, as COCOeval._summarizeDets.
+_STAT_SPECS = (
+    (True, None, "all", 2), (True, .5, "all", 2), (True, .75, "all", 2),
+    (True, None, "small", 2), (True, None, "medium", 2), (True, None, "large", 2),
+    (False, None, "all", 0), (False, None, "all", 1), (False, None, "all", 2),
+    (False, None, "small", 2), (False, None, "medium", 2), (False, None, "large", 2),
+)
+
+
+def _default_iou_thrs() -> np.ndarray:
+    # linspace, not arange: arange's points drift above .55, .6, ... and .75 would not be found by summarize
+    return np.linspace(.5, 0.95, int(np.round((0.95 - .5) / .05)) + 1, endpoint=True)
+
+
+def _default_rec_thrs() -> np.ndarray:
+    return np.linspace(.0, 1.00, int(np.round((1.00 - .0) / .01)) + 1, endpoint=True)
+
+
+def _default_area_rngs() -> np.ndarray:
+    return np.array([[0 ** 2, 1e5 ** 2], [0 ** 2, 32 ** 2], [32 ** 2, 96 ** 2], [96 ** 2, 1e5 ** 2]], np.float64)
+
+
+@dataclass(frozen=True, eq=False)
+class CocoParams:
+    """COCOeval.Params for bbox. cat_ids [K] sorted unique int64; iou_thrs [T]; rec_thrs [R];
+    area_rngs [A, 2] in pixels^2 with area_labels [A]; max_dets [M] ascending."""
+
+    cat_ids: np.ndarray
+    iou_thrs: np.ndarray = field(default_factory=_default_iou_thrs)
+    rec_thrs: np.ndarray = field(default_factory=_default_rec_thrs)
+    area_rngs: np.ndarray = field(default_factory=_default_area_rngs)
+    area_labels: tuple[str, ...] = AREA_LABELS
+    max_dets: tuple[int, ...] = (1, 10, 100)
+
+    @classmethod
+    def for_gt(cls, gt: CocoGroundTruth, cat_ids=None) -> CocoParams:
+        """Defaults for gt: all its categories, or the sorted unique `cat_ids` (ids gt lacks stay, as -1 rows)."""
+        cats = gt.category_ids if cat_ids is None else np.unique(np.asarray(list(cat_ids), dtype=np.int64))
+        return cls(cat_ids=cats)
+
+
+@dataclass(frozen=True, eq=False)
+class PerImageEval:
+    """Per-image results, as flat arrays that ranks can ship as tensors (see as_arrays / from_arrays).
+
+    img_index [I] int64: the images evaluated (positions in gt.image_ids), ascending.
+    gt_img, gt_cat [G] int64 and gt_count [G, A] int64: non-ignored GT count of each (image, category id)
+        that has GT, per area range.
+    det_img, det_cat, det_rank [N] int64, det_score [N] float64, det_status [N, A, T] uint8 (FP/TP/IGNORED):
+        every detection that takes part (rank = position in its (image, category) by score, < max(max_dets)).
+    Rows are ordered by (image, category, rank).
+    """
+
+    img_index: np.ndarray
+    gt_img: np.ndarray
+    gt_cat: np.ndarray
+    gt_count: np.ndarray
+    det_img: np.ndarray
+    det_cat: np.ndarray
+    det_rank: np.ndarray
+    det_score: np.ndarray
+    det_status: np.ndarray
+
+    def as_arrays(self) -> dict[str, np.ndarray]:
+        return {name: getattr(self, name) for name in self.__dataclass_fields__}
+
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, np.ndarray]) -> PerImageEval:
+        return cls(**{name: np.asarray(arrays[name]) for name in cls.__dataclass_fields__})
+
+
+@dataclass(frozen=True, eq=False)
+class CocoAccumulated:
+    """COCOeval.eval: precision and scores [T, R, K, A, M], recall [T, K, A, M]; -1 where a setting has no GT."""
+
+    params: CocoParams
+    precision: np.ndarray
+    recall: np.ndarray
+    scores: np.ndarray
+
+
+@dataclass(frozen=True, eq=False)
+class CocoResult:
+    """stats [12] in COCOeval.stats order (STAT_NAMES); per_class_ap: category id -> AP@[.5:.95] (area all,
+    100 detections), -1 for categories without GT."""
+
+    stats: np.ndarray
+    per_class_ap: dict[int, float]
+    accumulated: CocoAccumulated | None = None
+
+    @property
+    def ap(self) -> float:
+        """AP@[.5:.95], what YOLOv5 reports as mAP50-95."""
+        return float(self.stats[0])
+
+    @property
+    def ap50(self) -> float:
+        return float(self.stats[1])
+
+    def stats_dict(self) -> dict[str, float]:
+        return {name: float(v) for name, v in zip(STAT_NAMES, self.stats)}
+
+    def summary(self) -> str:
+        return format_summary(self.stats)
+
+
+def box_iou_coco(dt: np.ndarray, gt: np.ndarray, gt_crowd: np.ndarray) -> np.ndarray:
+    """IoU of paired boxes, exactly as pycocotools' bbIou. dt, gt: [P, 4] xywh float64; gt_crowd: [P] bool.
+    For a crowd GT the union is the detection's area. Disjoint or touching boxes give 0. -> [P] float64."""
+    w = np.minimum(dt[:, 2] + dt[:, 0], gt[:, 2] + gt[:, 0]) - np.maximum(dt[:, 0], gt[:, 0])
+    h = np.minimum(dt[:, 3] + dt[:, 1], gt[:, 3] + gt[:, 1]) - np.maximum(dt[:, 1], gt[:, 1])
+    inter = w * h
+    dt_area = dt[:, 2] * dt[:, 3]
+    union = np.where(gt_crowd, dt_area, (dt_area + gt[:, 2] * gt[:, 3]) - inter)
+    overlap = (w > 0) & (h > 0)
+    out = np.zeros(len(inter))
+    out[overlap] = inter[overlap] / union[overlap]
+    return out
+
+
+def _outside(area: np.ndarray, area_rngs: np.ndarray) -> np.ndarray:
+    """[N] areas -> [N, A] bool: outside each range (range ends count as inside)."""
+    return (area[:, None] < area_rngs[None, :, 0]) | (area[:, None] > area_rngs[None, :, 1])
+
+
+def _group_starts(keys: np.ndarray) -> np.ndarray:
+    """Start position of each run of equal values in sorted keys [N] -> [number of runs]."""
+    return np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]]) if len(keys) else np.zeros(0, np.int64)
+
+
+def _rank_in_group(keys: np.ndarray) -> np.ndarray:
+    """Position of each element within its run of equal values in sorted keys [N] -> [N] int64."""
+    starts = _group_starts(keys)
+    counts = np.diff(np.r_[starts, len(keys)])
+    return np.arange(len(keys)) - np.repeat(starts, counts)
+
+
+def _order_by_group_then_score(group: np.ndarray, score: np.ndarray) -> np.ndarray:
+    """Permutation sorting by group [N] int64 ascending, then score [N] descending; equal (group, score) keep
+    their input order (a stable sort, like pycocotools' mergesort). -> [N] int64.
+
+    One stable float sort plus one int64 sort of unique keys: about twice as fast as np.lexsort here."""
+    n = len(score)
+    by_score = np.argsort(-score, kind="stable")
+    rank = np.empty(n, np.int64)
+    rank[by_score] = np.arange(n)
+    if n and 0 <= group.min() and group.max() < (1 << 62) // n:
+        return np.argsort(group * n + rank)
+    return np.lexsort((rank, group))
+
+
+def _ragged_arange(counts: np.ndarray) -> np.ndarray:
+    """[0..c0-1, 0..c1-1, ...] for counts [N] -> [sum(counts)]."""
+    ends = np.cumsum(counts)
+    return np.arange(ends[-1] if len(ends) else 0) - np.repeat(ends - counts, counts)
+
+
+def _candidate_pairs(det_key, det_box, gt_key, gt_box, gt_crowd, min_iou, chunk_pairs=1 << 22):
+    """All (detection, GT) pairs of the same (image, category) with IoU >= min_iou.
+
+    det_key [D], gt_key [G]: sorted int64 group keys; boxes xywh. -> (det_pos [P], gt_pos [P], iou [P])."""
+    lo = np.searchsorted(gt_key, det_key, "left")
+    n_gt = np.searchsorted(gt_key, det_key, "right") - lo
+    out_d, out_g, out_iou = [], [], []
+    # chunks bound the temporary pair arrays (a crowded class can pair 100 detections with 100s of GTs)
+    csum = np.cumsum(n_gt)
+    start = 0
+    while start < len(det_key):
+        stop = int(np.searchsorted(csum, (csum[start - 1] if start else 0) + chunk_pairs, "right"))
+        stop = max(stop, start + 1)
+        counts = n_gt[start:stop]
+        d = np.repeat(np.arange(start, stop), counts)
+        g = np.repeat(lo[start:stop], counts) + _ragged_arange(counts)
+        iou = box_iou_coco(det_box[d], gt_box[g], gt_crowd[g])
+        keep = iou >= min_iou
+        out_d.append(d[keep]), out_g.append(g[keep]), out_iou.append(iou[keep])
+        start = stop
+    if not out_d:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0)
+    return np.concatenate(out_d), np.concatenate(out_g), np.concatenate(out_iou)
+
+
+def greedy_match(iou: np.ndarray, n_dets: np.ndarray, gt_ignore: np.ndarray, gt_crowd: np.ndarray,
+                 thresholds: np.ndarray) -> np.ndarray:
+    """COCOeval.evaluateImg's greedy matching for many (image, category) groups at once.
+
+    iou [N, G]: one row per detection, the B groups one after another, each group's detections in score order
+    and its GTs in file order as columns (-1 for padding columns); n_dets [B]: detections per group, descending
+    (step d then works on the leading groups that still have a detection d); gt_ignore [B, A, G] bool;
+    gt_crowd [B, G] bool; thresholds [T] (already min(t, 1 - 1e-10)).
+    -> matched GT column [N, A, T] int64, -1 where the detection matched nothing.
+
+    The only sequential dependency is between detections of one group competing for its GTs, so the loop runs
+    over detection rank and is vectorized over groups, area ranges and thresholds.
+    """
+    G = iou.shape[1]
+    B, A, T = len(n_dets), gt_ignore.shape[1], len(thresholds)
+    first = np.r_[0, np.cumsum(n_dets)[:-1]].astype(np.int64)
+    used = np.zeros((B, A, T, G), dtype=bool)
+    match = np.full((len(iou), A, T), -1, dtype=np.int64)
+    n_active = np.searchsorted(-n_dets, -np.arange(int(n_dets.max()) if B else 0), "left")  # groups with n_dets > d
+    for d, n in enumerate(n_active.tolist()):
+        rows = first[:n] + d
+        iou_d = iou[rows]                                                   # [n, G]
+        free = ~used[:n] | gt_crowd[:n, None, None, :]                      # [n, A, T, G]
+        ok = free & (iou_d[:, None, :] >= thresholds[None, :, None])[:, None]
+        ok_regular = ok & ~gt_ignore[:n, :, None, :]
+        # a regular GT always wins over an ignored one (pycocotools breaks at the first ignored GT once it has one)
+        pick = np.where(ok_regular.any(-1, keepdims=True), ok_regular, ok)
+        value = np.where(pick, iou_d[:, None, None, :], -1.0)
+        col = G - 1 - np.argmax(value[..., ::-1], axis=-1)                  # last of the best, as `>=` in the loop
+        hit = pick.any(-1)
+        match[rows] = np.where(hit, col, -1)
+        b, a, t = np.nonzero(hit)
+        used[b, a, t, col[b, a, t]] = True
+    return match
+
+
+def _pow2_ceil(x: np.ndarray) -> np.ndarray:
+    return (1 << np.ceil(np.log2(np.maximum(x, 1))).astype(np.int64)).astype(np.int64)
+
+
+def _match_candidates(pair_d, pair_g, pair_iou, det_group, gt_group, gt_ignore, gt_crowd, thresholds):
+    """greedy_match on the candidate pairs (IoU >= the lowest threshold) of all groups.
+
+    pair_d, pair_g [P]: positions in the detection / GT tables, both sorted by group key (det_group, gt_group),
+    detections by score within a group, GTs by file order; pair_iou [P]; gt_ignore [G, A]; gt_crowd [G].
+    -> (candidate detection positions [C] ascending, matched GT position [C, A, T], -1 for none)."""
+    A, T = gt_ignore.shape[1], len(thresholds)
+    cand_d = np.unique(pair_d)     # ascending = by group, then by score rank
+    cand_g = np.unique(pair_g)     # ascending = by group, then file order
+    d_local = _rank_in_group(det_group[cand_d])
+    g_local = _rank_in_group(gt_group[cand_g])
+    groups, n_d = np.unique(det_group[cand_d], return_counts=True)
+    n_g = np.bincount(np.searchsorted(groups, gt_group[cand_g]), minlength=len(groups))
+    pair_cd = np.searchsorted(cand_d, pair_d)
+    pair_col = g_local[np.searchsorted(cand_g, pair_g)]
+    cand_group = np.searchsorted(groups, det_group[cand_d])
+    d_first = np.r_[0, np.cumsum(n_d)[:-1]]     # first candidate detection of each group in cand_d
+    g_first = np.r_[0, np.cumsum(n_g)[:-1]]     # first candidate GT of each group in cand_g
+    result = np.full((len(cand_d), A, T), -1, dtype=np.int64)
+    width = _pow2_ceil(n_g)
+    # groups padded to a power-of-two GT count, so that one crowded image does not widen every group
+    for w in np.unique(width).tolist():
+        sel = np.flatnonzero(width == w)
+        sel = sel[np.argsort(-n_d[sel], kind="stable")]
+        n_sel = n_d[sel]
+        row_first = np.full(len(groups), -1, dtype=np.int64)
+        row_first[sel] = np.r_[0, np.cumsum(n_sel)[:-1]]
+        # candidate detection i of this bucket sits at row row_first[its group] + d_local[i]
+        members = np.repeat(d_first[sel], n_sel) + _ragged_arange(n_sel)
+        iou = np.full((len(members), w), -1.0)
+        in_bucket = row_first[cand_group[pair_cd]] >= 0
+        pr = row_first[cand_group[pair_cd[in_bucket]]] + d_local[pair_cd[in_bucket]]
+        iou[pr, pair_col[in_bucket]] = pair_iou[in_bucket]
+        # GT attributes, padded; the padding is never matched (its IoU is -1)
+        real = np.arange(w)[None, :] < n_g[sel][:, None]
+        gt_pos = cand_g[np.where(real, g_first[sel][:, None] + np.arange(w)[None, :], 0)]      # [B, w]
+        ign = np.where(real[:, None, :], gt_ignore[gt_pos].transpose(0, 2, 1), True)
+        crowd = np.where(real, gt_crowd[gt_pos], False)
+        col = greedy_match(iou, n_sel, ign, crowd, thresholds)              # [rows, A, T]
+        row_group = np.repeat(np.arange(len(sel)), n_sel)
+        result[members] = np.where(col >= 0, gt_pos[row_group[:, None, None], np.maximum(col, 0)], -1)
+    return cand_d, result
+
+
+def evaluate_images(gt: CocoGroundTruth, dets: CocoDetections, img_ids=None,
+                    params: CocoParams | None = None) -> PerImageEval:
+    """COCOeval.evaluate for the images `img_ids` (ids as in gt; default all; ids gt lacks are skipped)."""
+    params = params or CocoParams.for_gt(gt)
+    n_img = len(gt.image_ids)
+    if img_ids is None:
+        img_index = np.arange(n_img, dtype=np.int64)
+    else:
+        img_index = gt.image_index(list(img_ids))
+        img_index = np.unique(img_index[img_index >= 0])
+    in_eval = np.zeros(n_img + 1, dtype=bool)   # the extra slot is image index -1 (GT on unlisted images)
+    in_eval[img_index] = True
+    cats = params.cat_ids
+    K = len(cats)
+    A, T = len(params.area_rngs), len(params.iou_thrs)
+    max_det = max(params.max_dets)
+
+    def cat_index(cat_ids):
+        k = np.minimum(np.searchsorted(cats, cat_ids), max(K - 1, 0))
+        return k, (cats[k] == cat_ids) if K else np.zeros(len(cat_ids), bool)
+
+    # ground truth, sorted by (image, category) keeping file order within
+    gk, g_ok = cat_index(gt.ann_category)
+    g_sel = np.flatnonzero(g_ok & in_eval[gt.ann_image])
+    g_key_unsorted = gt.ann_image[g_sel] * K + gk[g_sel]
+    g_sel = g_sel[np.argsort(g_key_unsorted, kind="stable")]
+    g_key = gt.ann_image[g_sel] * K + gk[g_sel]
+    g_crowd = gt.ann_crowd[g_sel]
+    g_ignore = g_crowd[:, None] | _outside(gt.ann_area[g_sel], params.area_rngs)         # [G, A]
+
+    # detections: (image, category), then score descending, file order among equal scores; top max_det
+    dk, d_ok = cat_index(dets.category_ids)
+    d_sel = np.flatnonzero(d_ok & in_eval[dets.image_index])
+    d_key = dets.image_index[d_sel] * K + dk[d_sel]
+    d_sel = d_sel[_order_by_group_then_score(d_key, dets.scores[d_sel])]
+    d_key = dets.image_index[d_sel] * K + dk[d_sel]
+    d_rank = _rank_in_group(d_key)
+    top = d_rank < max_det
+    d_sel, d_key, d_rank = d_sel[top], d_key[top], d_rank[top]
+    d_box = dets.boxes[d_sel]
+    d_outside = _outside(d_box[:, 2] * d_box[:, 3], params.area_rngs)               # [N, A]
+
+    thresholds = np.minimum(params.iou_thrs, 1 - 1e-10)
+    pair_d, pair_g, pair_iou = _candidate_pairs(d_key, d_box, g_key, gt.ann_boxes[g_sel], g_crowd,
+                                                thresholds.min() if T else np.inf)
+    # a detection with no GT at IoU >= the lowest threshold is unmatched everywhere: FP, or ignored outside the
+    # area range; only the candidates need the per-threshold status
+    status = np.repeat(np.where(d_outside, IGNORED, FP).astype(np.uint8)[:, :, None], T, axis=2)
+    if len(pair_d):
+        cand, gt_of = _match_candidates(pair_d, pair_g, pair_iou, d_key, g_key, g_ignore, g_crowd, thresholds)
+        hit = gt_of >= 0
+        m = np.maximum(gt_of, 0)
+        # pycocotools stores the matched GT's id and tests it for truth: a GT id of 0 reads as "no match"
+        hit_id = hit & (gt.ann_ids[g_sel][m] != 0)
+        ignored = (hit & g_ignore[m, np.arange(A)[None, :, None]]) | (~hit_id & d_outside[cand][:, :, None])
+        status[cand] = np.where(ignored, IGNORED, np.where(hit_id, TP, FP))
+
+    # non-ignored GT per (image, category)
+    starts = _group_starts(g_key)
+    gt_count = np.add.reduceat((~g_ignore).astype(np.int64), starts, axis=0) if len(starts) else \
+        np.zeros((0, A), np.int64)
+    return PerImageEval(
+        img_index=img_index,
+        gt_img=gt.ann_image[g_sel][starts], gt_cat=cats[gk[g_sel][starts]] if K else np.zeros(0, np.int64),
+        gt_count=gt_count,
+        det_img=dets.image_index[d_sel], det_cat=dets.category_ids[d_sel], det_rank=d_rank,
+        det_score=dets.scores[d_sel], det_status=status)
+
+
+def merge(parts: list[PerImageEval]) -> PerImageEval:
+    """Join results of disjoint image sets into the result evaluate_images gives for their union."""
+    if not parts:
+        raise ValueError("merge needs at least one part")
+    cat = {name: np.concatenate([getattr(p, name) for p in parts]) for name in PerImageEval.__dataclass_fields__}
+    if len(np.unique(cat["img_index"])) != len(cat["img_index"]):
+        raise ValueError("merge: the parts share images; each image must be evaluated by exactly one part")
+    # each part is already in (image, category, rank) order and owns its images: a stable sort by image suffices
+    img = np.argsort(cat["img_index"], kind="stable")
+    g = np.argsort(cat["gt_img"], kind="stable")
+    d = np.argsort(cat["det_img"], kind="stable")
+    return PerImageEval(
+        img_index=cat["img_index"][img],
+        gt_img=cat["gt_img"][g], gt_cat=cat["gt_cat"][g], gt_count=cat["gt_count"][g],
+        det_img=cat["det_img"][d], det_cat=cat["det_cat"][d], det_rank=cat["det_rank"][d],
+        det_score=cat["det_score"][d], det_status=cat["det_status"][d])
+
+
+def _min_count_reaching(thresholds: np.ndarray, n_gt: np.ndarray) -> np.ndarray:
+    """Smallest integer c with float64(c / n) >= thr, for thresholds [R] and GT counts n [A] (> 0) -> [A, R].
+
+    Recall after a detection is tp / n with tp an integer, and float division is monotone in tp, so
+    searchsorted(recall, thr) is the number of positions whose tp count is below this c."""
+    n = n_gt[:, None].astype(np.float64)
+    c = np.maximum(np.ceil(thresholds[None, :] * n) - 2, 0)
+    for _ in range(5):
+        c += (c / n) < thresholds[None, :]
+    assert ((c / n) >= thresholds).all() and ((c == 0) | (((c - 1) / n) < thresholds)).all()
+    return c.astype(np.int64)
+
+
+def _row_searchsorted(counts: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """searchsorted(counts[row], targets[row], 'left') for every row at once.
+
+    counts [..., C] non-decreasing integers in [0, C] per row; targets [..., R] integers >= 0 -> [..., R] int64.
+    Rows are laid end to end with gaps (integer keys, so exact) and searched in one call."""
+    C = counts.shape[-1]
+    stride = C + 2
+    rows = np.arange(int(np.prod(counts.shape[:-1]))).reshape(counts.shape[:-1])[..., None]
+    keys = (counts + rows * stride).ravel()
+    found = np.searchsorted(keys, (np.minimum(targets, C + 1) + rows * stride).ravel(), "left")
+    return found.reshape(targets.shape) - rows * C
+
+
+def _curve(status: np.ndarray, plain_fp_before: np.ndarray, n_gt: np.ndarray, c_min: np.ndarray):
+    """One category's precision/recall sampling, on the detections that are not plain FP/ignored.
+
+    status [a, T, C] of those C detections in score order; plain_fp_before [a, C]: plain FPs ranked above each;
+    n_gt [a] > 0 non-ignored GTs; c_min [a, 1, R] from _min_count_reaching.
+    -> (final recall [a, T], precision [a, T, R], j [a, T, R] the detection (0..C-1) where each recall threshold
+    is first reached, reached [a, T, R] bool (False: never, precision 0))."""
+    a, T, C = status.shape
+    tp = np.cumsum(status == TP, axis=-1)
+    fp = np.cumsum(status == FP, axis=-1) + plain_fp_before[:, None, :]
+    tpf, fpf = tp.astype(np.float64), fp.astype(np.float64)
+    rc_end = (tpf[..., -1] if C else np.zeros((a, T))) / n_gt[:, None]
+    j = _row_searchsorted(tp, np.broadcast_to(c_min, (a, T, c_min.shape[-1])))
+    reached = j < C
+    if not C:
+        return rc_end, np.zeros(j.shape), j, reached
+    pr = tpf / (fpf + tpf + np.spacing(1))
+    pr_max = np.maximum.accumulate(pr[..., ::-1], axis=-1)[..., ::-1]
+    q = np.where(reached, np.take_along_axis(pr_max, np.minimum(j, C - 1), axis=-1), 0.0)
+    return rc_end, q, j, reached
+
+
+def accumulate(per_image: PerImageEval, params: CocoParams) -> CocoAccumulated:
+    """COCOeval.accumulate: per category, area range and detection budget, the detections of all images sorted
+    by score (stable: ties keep image order, then rank), cumulative TP/FP, precision made non-increasing from
+    the right, sampled at rec_thrs with searchsorted(side='left'); 0 past the last recall reached.
+
+    Computed without materializing the cumulative arrays over all detections: precision is only ever read at
+    a TP (or at the first detection), and between TPs it can only fall, so the suffix maximum over the
+    detections whose status is not a constant FP/ignored is the same number. The constant ones (most of them)
+    enter only as a count of FPs before each of the others. Every value is computed by the same float
+    operations on the same integers as pycocotools, so the results are identical, not just close.
+    """
+    cats = params.cat_ids
+    T, R, K = len(params.iou_thrs), len(params.rec_thrs), len(cats)
+    A, M = len(params.area_rngs), len(params.max_dets)
+    precision = -np.ones((T, R, K, A, M))
+    recall = -np.ones((T, K, A, M))
+    scores = -np.ones((T, R, K, A, M))
+    if K == 0:
+        return CocoAccumulated(params, precision, recall, scores)
+
+    def k_of(cat_ids):
+        k = np.minimum(np.searchsorted(cats, cat_ids), K - 1)
+        return k, cats[k] == cat_ids
+
+    n_gt = np.zeros((K, A), dtype=np.int64)
+    gk, g_ok = k_of(per_image.gt_cat)
+    np.add.at(n_gt, gk[g_ok], per_image.gt_count[g_ok])
+    dk, d_ok = k_of(per_image.det_cat)
+    sel = np.flatnonzero(d_ok)
+    # rows come in (image, category, rank) order, so a stable sort on (category, -score) leaves equal scores in
+    # image order, then rank: pycocotools' mergesort over its image-ordered concatenation
+    sel = sel[_order_by_group_then_score(dk[sel], per_image.det_score[sel])]
+    bounds = np.searchsorted(dk[sel], np.arange(K + 1))
+    status_all = per_image.det_status
+    first = status_all[:, :, 0]
+    # a detection is "plain" if it is FP at every threshold, or ignored at every one, in each area range; codes
+    # are 0..2 and FP = 0, IGNORED = 2 are the extremes, so a sum over thresholds of T * first means all equal
+    special = (first == TP).any(axis=1) | (status_all.sum(axis=2, dtype=np.int16) != T * first).any(axis=1)
+    # everything from here on in sorted order; a category is the slice bounds[k]:bounds[k + 1]
+    rank, score, special = per_image.det_rank[sel], per_image.det_score[sel], special[sel]
+    plain_fp = ((first[sel] == FP) & ~special[:, None]).T                   # [A, N]
+    sp_pos = np.flatnonzero(special)
+    sp_status = status_all[sel[sp_pos]]                                      # [S, A, T]
+    sp_bounds = np.searchsorted(sp_pos, bounds)
+    with_gt = [k for k in range(K) if (n_gt[k] > 0).any()]
+    c_min = {k: _min_count_reaching(params.rec_thrs, n_gt[k, n_gt[k] > 0])[:, None, :] for k in with_gt}
+    for m, max_det in enumerate(params.max_dets):
+        keep = rank < max_det
+        kept_before = np.r_[0, np.cumsum(keep)]                             # [N + 1]
+        plain_fp_before = np.zeros((A, len(keep) + 1), dtype=np.int64)
+        np.cumsum(plain_fp & keep, axis=1, out=plain_fp_before[:, 1:])
+        for k in with_gt:
+            areas = np.flatnonzero(n_gt[k] > 0)
+            b0, b1 = bounds[k], bounds[k + 1]
+            if kept_before[b1] == kept_before[b0]:                          # no detections: recall and precision 0
+                recall[:, k, areas, m] = precision[:, :, k, areas, m] = scores[:, :, k, areas, m] = 0
+                continue
+            in_k = slice(sp_bounds[k], sp_bounds[k + 1])
+            kept = keep[sp_pos[in_k]]
+            mine = sp_pos[in_k][kept]                                        # the category's special detections
+            st = sp_status[in_k][kept][:, areas].transpose(1, 2, 0)          # [a, T, C]
+            fp_plain = plain_fp_before[areas[:, None], mine] - plain_fp_before[areas, b0][:, None]
+            rc_end, q, j, reached = _curve(st, fp_plain, n_gt[k, areas], c_min[k])
+            picked = score[mine][np.minimum(j, len(mine) - 1)] if len(mine) else np.zeros(j.shape)
+            # recall threshold 0 is reached at the first detection, whatever it is
+            first_kept = b0 + int(np.argmax(keep[b0:b1]))
+            ss = np.where(c_min[k] == 0, score[first_kept], np.where(reached, picked, 0.0))
+            recall[:, k, areas, m] = rc_end.T
+            precision[:, :, k, areas, m] = q.transpose(1, 2, 0)
+            scores[:, :, k, areas, m] = ss.transpose(1, 2, 0)
+    return CocoAccumulated(params, precision, recall, scores)
+
+
+def _summarize_one(acc: CocoAccumulated, is_ap: bool, iou_thr: float | None, area: str, max_det: int) -> float:
+    """One COCOeval._summarize value: mean over the selected entries > -1, else -1 (same indexing, same
+    np.mean, so the same summation order)."""
+    p = acc.params
+    aind = [i for i, lbl in enumerate(p.area_labels) if lbl == area]
+    mind = [i for i, m in enumerate(p.max_dets) if m == max_det]
+    s = acc.precision if is_ap else acc.recall
+    if iou_thr is not None:
+        s = s[np.where(iou_thr == p.iou_thrs)[0]]
+    s = s[:, :, :, aind, mind] if is_ap else s[:, :, aind, mind]
+    return -1.0 if len(s[s > -1]) == 0 else float(np.mean(s[s > -1]))
+
+
+def summarize(acc: CocoAccumulated) -> np.ndarray:
+    """COCOeval.summarize for bbox -> stats [12] (see STAT_NAMES). Needs three max_dets, as pycocotools."""
+    return np.array([_summarize_one(acc, ap, thr, area, acc.params.max_dets[mi])
+                     for ap, thr, area, mi in _STAT_SPECS])
+
+
+def per_class_ap(acc: CocoAccumulated) -> dict[int, float]:
+    """AP@[.5:.95] per category (area 'all', the largest max_dets): mean of precision[:, :, k, 0, -1] over
+    entries > -1, -1 for a category without GT."""
+    out = {}
+    for k, cat in enumerate(acc.params.cat_ids.tolist()):
+        s = acc.precision[:, :, k, 0, -1]
+        s = s[s > -1]
+        out[int(cat)] = float(np.mean(s)) if s.size else -1.0
+    return out
+
+
+def coco_evaluate(gt: CocoGroundTruth, dets: CocoDetections, img_ids=None, cat_ids=None) -> CocoResult:
+    """evaluate_images + accumulate + summarize, as COCOeval(gt, loadRes(dets), 'bbox') with params.imgIds /
+    params.catIds set to img_ids / cat_ids when given."""
+    params = CocoParams.for_gt(gt, cat_ids)
+    acc = accumulate(evaluate_images(gt, dets, img_ids, params), params)
+    return CocoResult(stats=summarize(acc), per_class_ap=per_class_ap(acc), accumulated=acc)
+
+
+def format_summary(stats, iou_thrs: np.ndarray | None = None, max_dets: tuple[int, ...] = (1, 10, 100)) -> str:
+    """The 12 lines COCOeval.summarize prints for these stats, joined with newlines (no trailing newline)."""
+    thrs = _default_iou_thrs() if iou_thrs is None else iou_thrs
+    lines = []
+    for (is_ap, thr, area, mi), value in zip(_STAT_SPECS, stats):
+        iou = f"{thrs[0]:0.2f}:{thrs[-1]:0.2f}" if thr is None else f"{thr:0.2f}"
+        title, kind = ("Average Precision", "(AP)") if is_ap else ("Average Recall", "(AR)")
+        lines.append(f" {title:<18} {kind} @[ IoU={iou:<9} | area={area:>6s} | maxDets={max_dets[mi]:>3d} ] "
+                     f"= {value:0.3f}")
+    return "\n".join(lines)
