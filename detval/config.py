@@ -36,6 +36,8 @@ class ValConfig:
     schedule: str = "dynamic"  # dynamic or static batch assignment across ranks
     threads: int | None = None  # torch intra-op threads per process (default: cores / processes)
     coco_backend: str = "detval"
+    save_raw: str | None = None  # raw-output cache folder (re-evaluation, resume)
+    cache: str | None = None  # image cache: ram or disk
     quiet: bool = False
 
     def __post_init__(self) -> None:
@@ -47,6 +49,7 @@ class ValConfig:
             (self.max_det > 0, f"--max-det must be positive, got {self.max_det}"),
             (self.task in ("train", "val", "test", "speed"), f"--task must be train, val, test or speed, got {self.task}"),
             (self.nproc > 0, f"--nproc must be positive, got {self.nproc}"),
+            (self.cache in (None, "ram", "disk"), f"--cache must be ram or disk, got {self.cache}"),
             (self.schedule in ("dynamic", "static"), f"--schedule must be dynamic or static, got {self.schedule}"),
         ]
         for ok, message in checks:

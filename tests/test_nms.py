@@ -49,3 +49,15 @@ def test_no_candidates_gives_empty_rows():
     p = _pred([(50, 50, 20, 20)], [0.0001], [(0.5, 0.5)])
     (det,) = non_max_suppression(p, NmsConfig())
     assert det.shape == (0, 6)
+
+
+@pytest.mark.parametrize("conf", [0.01, 0.1, 0.25])
+def test_candidates_at_low_threshold_filter_to_a_fresh_run_at_a_higher_one(data_dir, conf):
+    from detval.ops.nms import nms_candidates, nms_select
+
+    pred = torch.from_numpy(np.load(data_dir / "reference" / "yolov5n-raw" / "000000000030_pred.npy"))
+    (low,) = nms_candidates(pred, 0.001)
+    (fresh,) = nms_candidates(pred, conf)
+    assert torch.equal(low[low[:, 4] > conf], fresh)
+    cfg = NmsConfig(conf_thres=conf, iou_thres=0.45, max_det=100)
+    assert torch.equal(nms_select(low[low[:, 4] > conf], cfg), non_max_suppression(pred, cfg)[0])

@@ -23,10 +23,12 @@ from pathlib import Path
 
 import torch
 
+from detval.errors import DetvalError
+
 from .yolo import DetectionModel, UnknownLayerError, load_model_yaml
 
 
-class CheckpointError(Exception):
+class CheckpointError(DetvalError):
     """A weights file that cannot be loaded (unreadable, unsafe, unknown architecture, mismatched)."""
 
 

@@ -1,0 +1,45 @@
+"""Image loading and letterboxing with YOLOv5 v7.0's exact resize and padding arithmetic (OpenCV)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from detval.data.dataset_yaml import DataError
+
+
+def load_image(path: str | Path, img_size: int) -> tuple[np.ndarray, tuple[int, int], tuple[int, int]]:
+    """-> (BGR uint8 [h, w, 3] with the long side img_size, (h0, w0) original, (h, w) resized).
+
+    INTER_AREA when shrinking, INTER_LINEAR when enlarging; the new size truncates (v7.0's int(w0 * r)).
+    """
+    im = cv2.imread(str(path))
+    if im is None:
+        raise DataError(f"{path}: cannot decode image")
+    h0, w0 = im.shape[:2]
+    r = img_size / max(h0, w0)
+    if r != 1:
+        interp = cv2.INTER_LINEAR if r > 1 else cv2.INTER_AREA
+        im = cv2.resize(im, (int(w0 * r), int(h0 * r)), interpolation=interp)
+    return im, (h0, w0), im.shape[:2]
+
+
+def letterbox(im: np.ndarray, new_shape: tuple[int, int], color=(114, 114, 114), scaleup: bool = False
+              ) -> tuple[np.ndarray, tuple[float, float], tuple[float, float]]:
+    """Fit im into new_shape (height, width) keeping its aspect ratio, padding with `color` (v7.0, auto=False).
+
+    Returns (image, (rw, rh) resize ratio, (dw, dh) padding on each side, possibly half pixels).
+    """
+    shape = im.shape[:2]
+    r = min(new_shape[0] / shape[0], new_shape[1] / shape[1])
+    if not scaleup:
+        r = min(r, 1.0)
+    new_unpad = int(round(shape[1] * r)), int(round(shape[0] * r))
+    dw, dh = (new_shape[1] - new_unpad[0]) / 2, (new_shape[0] - new_unpad[1]) / 2
+    if shape[::-1] != new_unpad:
+        im = cv2.resize(im, new_unpad, interpolation=cv2.INTER_LINEAR)
+    top, bottom = int(round(dh - 0.1)), int(round(dh + 0.1))
+    left, right = int(round(dw - 0.1)), int(round(dw + 0.1))
+    im = cv2.copyMakeBorder(im, top, bottom, left, right, cv2.BORDER_CONSTANT, value=color)
+    return im, (r, r), (dw, dh)

@@ -1,0 +1,52 @@
+"""Everything a run leaves in its folder: results.json, per_class.csv, --save-txt files, plots. Rank 0 only."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from detval import __version__
+from detval.config import ValConfig
+from detval.metrics.summary import DetectionMetrics
+from detval.report.save_txt import detection_lines, write_detection_txt
+from detval.results import ValResult, write_results_json
+
+
+def write_txt_files(labels_dir: Path, records: list, image_ids: torch.Tensor, det_counts: torch.Tensor,
+                    det: dict[str, torch.Tensor], save_conf: bool) -> None:
+    """One file per image with detections, named by the image's stem (val.py --save-txt)."""
+    labels_dir.mkdir(parents=True, exist_ok=True)
+    offsets = np.concatenate(([0], np.cumsum(det_counts.numpy())))
+    for k, i in enumerate(image_ids.tolist()):
+        a, b = offsets[k], offsets[k + 1]
+        rec = records[i]
+        lines = detection_lines(det["boxes"][a:b], det["conf"][a:b], det["cls"][a:b], rec.shape_hw, save_conf)
+        write_detection_txt(labels_dir / f"{Path(rec.path).stem}.txt", lines)
+
+
+def write_run_files(run_dir: Path, cfg: ValConfig, result: ValResult, metrics: DetectionMetrics,
+                    confusion: np.ndarray, weights: dict, pred_cls: np.ndarray) -> dict:
+    """results.json, per_class.csv and (with cfg.plots) the PNG plots. Returns the results.json dict."""
+    data = result.to_json(cfg.settings(), __version__, weights)
+    write_results_json(run_dir / "results.json", data)
+    from detval.report.per_class_csv import write_per_class_csv
+
+    write_per_class_csv(run_dir / "per_class.csv", data)
+    if cfg.plots:
+        _write_plots(run_dir, metrics, confusion, result.names, pred_cls)
+    return data
+
+
+def _write_plots(run_dir: Path, metrics: DetectionMetrics, confusion: np.ndarray, names: list[str],
+                 pred_cls: np.ndarray) -> None:
+    """As v7.0, a plot that fails is a warning: the metrics are already written."""
+    from detval.report.plots import PlotCurves, write_plots
+
+    try:
+        curves = PlotCurves.from_class_ap(metrics.per_class, np.unique(pred_cls)) if metrics.per_class else None
+        if curves is not None:
+            write_plots(run_dir, curves, confusion, names)
+    except Exception as e:  # noqa: BLE001
+        print(f"WARNING: plots not written: {e}", file=sys.stderr)
