@@ -127,6 +127,8 @@ class StatsAccumulator:
 
     def add(self, image_ids, dets: list[torch.Tensor], labels: list[torch.Tensor], shapes: list) -> None:
         """dets: per image [N, 6] in input pixels; labels: per image [M, 5] (cls, cx, cy, w, h) in input pixels."""
+        if self.cfg.single_cls:  # cached labels keep their classes; a fresh single-class run has zeroed them
+            labels = [torch.cat((torch.zeros_like(lb[:, :1]), lb[:, 1:]), 1) for lb in labels]
         for i, det, lb, (orig_hw, ratio_pad) in zip(image_ids, dets, labels, shapes):
             self.ids.append(int(i))
             self.stats.append(image_stats(det, lb, orig_hw, ratio_pad, self.cfg.single_cls, self.confusion))
