@@ -66,7 +66,10 @@ def add_eval_parser(sub) -> None:
 
 def config_from_args(args: argparse.Namespace) -> ValConfig:
     names = set(ValConfig.field_names())
-    return ValConfig(**{k: v for k, v in vars(args).items() if k in names and v is not None})
+    values = {k: v for k, v in vars(args).items() if k in names and v is not None}
+    if values.get("task") == "speed":  # as val.py --task speed: timing thresholds, no plots
+        values.update(conf_thres=0.25, iou_thres=0.45, plots=False)
+    return ValConfig(**values)
 
 
 def run(args: argparse.Namespace) -> int:
