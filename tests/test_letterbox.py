@@ -30,6 +30,28 @@ def test_load_image_shrinks_long_side_with_truncation(tmp_path):
     assert resized == (320, 243)
 
 
+def test_load_image_truncation_can_lose_a_pixel_of_the_long_side(tmp_path):
+    import cv2
+
+    f = tmp_path / "a.png"
+    cv2.imwrite(str(f), np.full((400, 581, 3), 7, np.uint8))
+    # 640 / 581 * 581 = 639.99999... in floating point, and v7.0 truncates: 639 wide, shrink of 400 -> 440.6 -> 440
+    _, orig, resized = load_image(f, 640)
+    assert orig == (400, 581) and resized == (440, 639)
+    im, ratio, pad = letterbox(load_image(f, 640)[0], (480, 672))
+    assert im.shape == (480, 672, 3) and ratio == (1.0, 1.0) and pad == (16.5, 20.0)
+
+
+def test_letterbox_shrinks_when_too_big_and_auto_pads_to_stride_only():
+    im = np.full((300, 500, 3), 50, np.uint8)
+    out, ratio, pad = letterbox(im, (256, 256))
+    # r = min(256 / 300, 256 / 500) = 0.512 -> 256 x 153.6 -> round 154; dh = (256 - 154) / 2 = 51
+    assert out.shape == (256, 256, 3) and ratio == (0.512, 0.512) and pad == (0.0, 51.0)
+    out, _, pad = letterbox(im, (640, 640), auto=True, stride=32)
+    # no enlarging; pads 500 -> 512 and 300 -> 320 only
+    assert out.shape == (320, 512, 3) and pad == (6.0, 10.0)
+
+
 def test_letterbox_splits_odd_padding_and_fills_114():
     im = np.zeros((100, 201, 3), np.uint8)
     out, ratio, (dw, dh) = letterbox(im, (128, 224))

@@ -56,15 +56,18 @@ class ValDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.records)
 
-    def load_letterboxed(self, i: int) -> tuple[np.ndarray, tuple, tuple]:
-        """-> (BGR uint8 image at the batch shape, (h0, w0), ((h / h0, w / w0), (dw, dh)))."""
+    def load_letterboxed(self, i: int) -> tuple:
+        """-> (BGR uint8 image at its batch's shape, (h0, w0), ((h / h0, w / w0), (dw, dh)), letterbox ratio
+        (rw, rh), (h, w) after load_image)."""
         rec = self.records[i]
         img, (h0, w0), (h, w) = load_image(rec.path, self.img_size)
         shape = tuple(int(v) for v in self.plan.batch_shapes[self.plan.batch_of[i]])
         img, ratio, pad = letterbox(img, shape, scaleup=False)
         return img, (h0, w0), ((h / h0, w / w0), pad), ratio, (h, w)
 
-    def __getitem__(self, i: int):
+    def __getitem__(self, i: int) -> tuple:
+        """-> (image uint8 [3, H, W] RGB, labels float32 [n, 6] (0, cls, cx, cy, w, h) normalized to the letterboxed
+        image, path str, ((h0, w0), ((h / h0, w / w0), (dw, dh))), i), the item v7.0's __getitem__ gives, plus i."""
         if self.image_cache is not None:
             img, orig, ratio_pad, ratio, hw = self.image_cache.get(self, i)
         else:
@@ -85,6 +88,7 @@ class ValDataset(torch.utils.data.Dataset):
 
 
 def collate(samples: list) -> Batch:
+    """ValDataset items -> Batch; column 0 of the targets becomes the image's index in the batch (v7.0 collate_fn)."""
     images, labels, paths, shapes, indices = zip(*samples)
     for k, lb in enumerate(labels):
         lb[:, 0] = k

@@ -39,6 +39,12 @@ class DataConfig:
 
 
 def load_data_config(path: str | Path) -> DataConfig:
+    """Parse a data.yaml: `path` (root; relative = from the yaml's folder), `train`/`val`/`test` (each a folder, a
+    .txt image list, or a list of these, relative to the root), `names` (list or {id: name}), optional `nc`.
+
+    Raises DataError naming the file when it is missing or not YAML, or names/nc are absent or disagree.
+    Splits are not checked for existence here (list_images does, when one is used).
+    """
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: data yaml not found")
@@ -53,15 +59,16 @@ def load_data_config(path: str | Path) -> DataConfig:
         root = (path.parent / root).resolve()
     names = d.get("names")
     if isinstance(names, dict):
-        keys = sorted(names)
-        if keys != list(range(len(keys))):
-            raise DataError(f"{path}: names keys must be 0..{len(keys) - 1}, got {keys[:5]}...")
-        names = [str(names[k]) for k in keys]
+        keys = list(names)
+        # YOLOv5 indexes names[cls], so the ids must be exactly 0..n-1
+        if not all(type(k) is int for k in keys) or sorted(keys) != list(range(len(keys))):
+            raise DataError(f"{path}: names keys must be the integers 0..{len(keys) - 1}, got {keys[:5]}...")
+        names = [str(names[k]) for k in range(len(keys))]
     elif isinstance(names, (list, tuple)):
         names = [str(n) for n in names]
     else:
         raise DataError(f"{path}: 'names' missing (a list or a dict of class names)")
-    if "nc" in d and d["nc"] is not None and int(d["nc"]) != len(names):
+    if d.get("nc") is not None and d["nc"] != len(names):
         raise DataError(f"{path}: nc {d['nc']} but {len(names)} names")
 
     def split(key: str) -> list[Path] | None:
@@ -69,16 +76,24 @@ def load_data_config(path: str | Path) -> DataConfig:
         if not v:
             return None
         items = v if isinstance(v, list) else [v]
-        return [p if p.is_absolute() else root / p for p in (Path(str(x)) for x in items)]
+        # resolved as v7.0's check_dataset does: the strings (symlinks, '..') decide the sorted image order
+        return [(root / str(x)).resolve() for x in items]
 
     return DataConfig(path, root, split("train"), split("val"), split("test"), names)
 
 
 def list_images(sources: list[Path]) -> list[Path]:
-    """Image files of a split, in YOLOv5 v7.0 order: folders globbed recursively, list files read
-    ('./x' relative to the list file's folder), image suffixes only, then sorted as strings."""
+    """Image files of a split, in YOLOv5 v7.0 order.
+
+    A folder gives every file below it (recursive glob `**/*.*`); a list file gives its lines, where a line that
+    starts with './' is relative to the list file's folder and any other relative line stays relative to the current
+    directory, as in v7.0. (v7.0 replaces every './' of such a line, which breaks './../x' lines into a path that
+    does not exist; detval replaces the leading one only.) Files whose text after the last '.' is in
+    IMG_FORMATS (any case) are kept and sorted as strings; repeats are dropped (v7.0's label cache is keyed by path).
+    Raises DataError for a source that does not exist or when no image is found.
+    """
     files: list[str] = []
-    for p in sources:
+    for p in map(Path, sources):
         if p.is_dir():
             files += glob.glob(str(p / "**" / "*.*"), recursive=True)
         elif p.is_file():
@@ -90,7 +105,7 @@ def list_images(sources: list[Path]) -> list[Path]:
     images = sorted(x.replace("/", os.sep) for x in files if x.split(".")[-1].lower() in IMG_FORMATS)
     if not images:
         raise DataError(f"no images found in {', '.join(str(s) for s in sources)}")
-    return [Path(x) for x in images]
+    return [Path(x) for x in dict.fromkeys(images)]
 
 
 def label_path_for(image: Path) -> Path:

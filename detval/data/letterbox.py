@@ -10,9 +10,12 @@ from detval.data.dataset_yaml import DataError
 
 
 def load_image(path: str | Path, img_size: int) -> tuple[np.ndarray, tuple[int, int], tuple[int, int]]:
-    """-> (BGR uint8 [h, w, 3] with the long side img_size, (h0, w0) original, (h, w) resized).
+    """-> (BGR uint8 [h, w, 3], (h0, w0) original, (h, w) resized to a long side of img_size), as v7.0 load_image.
 
-    INTER_AREA when shrinking, INTER_LINEAR when enlarging; the new size truncates (v7.0's int(w0 * r)).
+    INTER_AREA when shrinking, INTER_LINEAR when enlarging; the new size truncates, int(w0 * r): v7.0 (Nov 2022)
+    predates YOLOv5's switch to math.ceil (PR #10558, Dec 2022); so a long side of 581 px at 640 becomes
+    639 px (581 * (640 / 581) = 639.99...), and letterbox pads the missing pixel.
+    Raises DataError naming the file when OpenCV cannot decode it.
     """
     im = cv2.imread(str(path))
     if im is None:
@@ -25,18 +28,23 @@ def load_image(path: str | Path, img_size: int) -> tuple[np.ndarray, tuple[int, 
     return im, (h0, w0), im.shape[:2]
 
 
-def letterbox(im: np.ndarray, new_shape: tuple[int, int], color=(114, 114, 114), scaleup: bool = False
-              ) -> tuple[np.ndarray, tuple[float, float], tuple[float, float]]:
-    """Fit im into new_shape (height, width) keeping its aspect ratio, padding with `color` (v7.0, auto=False).
+def letterbox(im: np.ndarray, new_shape: tuple[int, int], color=(114, 114, 114), auto: bool = False,
+              scaleup: bool = False, stride: int = 32) -> tuple[np.ndarray, tuple[float, float], tuple[float, float]]:
+    """Fit im (HxWx3 uint8) into new_shape (height, width) keeping its aspect ratio, padding with `color` (v7.0).
 
-    Returns (image, (rw, rh) resize ratio, (dw, dh) padding on each side, possibly half pixels).
+    scaleup False never enlarges (val); auto True pads only up to the next multiple of stride (detect.py style).
+    Returns (image, (rw, rh) resize ratio, (dw, dh) padding on each side in pixels, possibly halves; the odd pixel
+    goes right/bottom by round(d -/+ 0.1)).
     """
     shape = im.shape[:2]
     r = min(new_shape[0] / shape[0], new_shape[1] / shape[1])
     if not scaleup:
         r = min(r, 1.0)
     new_unpad = int(round(shape[1] * r)), int(round(shape[0] * r))
-    dw, dh = (new_shape[1] - new_unpad[0]) / 2, (new_shape[0] - new_unpad[1]) / 2
+    dw, dh = new_shape[1] - new_unpad[0], new_shape[0] - new_unpad[1]
+    if auto:
+        dw, dh = dw % stride, dh % stride
+    dw, dh = dw / 2, dh / 2
     if shape[::-1] != new_unpad:
         im = cv2.resize(im, new_unpad, interpolation=cv2.INTER_LINEAR)
     top, bottom = int(round(dh - 0.1)), int(round(dh + 0.1))

@@ -27,14 +27,27 @@ class BatchPlan:
         """Plan-order image indices of batch b."""
         return np.flatnonzero(self.batch_of == b).tolist()
 
+    def batches(self) -> list[np.ndarray]:
+        """Plan-order image indices of every batch, batch id order."""
+        return [np.flatnonzero(self.batch_of == b) for b in range(self.n_batches)]
+
+    def shape_of(self, i: int) -> tuple[int, int]:
+        """(height, width) input size of plan-order image i."""
+        h, w = self.batch_shapes[self.batch_of[i]]
+        return int(h), int(w)
+
 
 def rect_batch_plan(shapes_hw: np.ndarray, batch_size: int, img_size: int, stride: int, pad: float = 0.5) -> BatchPlan:
     """Sort images by aspect ratio and give each batch the smallest stride-multiple shape that fits it (v7.0).
 
-    shapes_hw: int [N, 2] original (height, width). The sort is numpy's default argsort, as v7.0: ties between equal
-    aspect ratios fall as that sort leaves them, which decides the image order and so the metrics' tie-breaks.
+    shapes_hw: int [N, 2] original (height, width); batch_size: images per batch (the single-device one, also when
+    distributed); img_size, stride: pixels. Batch b's shape is ceil(r * img_size / stride + pad) * stride per side,
+    with r = [max h/w, 1] for a landscape batch, [1, 1 / min h/w] for a portrait one, [1, 1] for a mixed one.
+    The sort is numpy's default (unstable) argsort of h / w in float64, exactly v7.0's call: images with equal aspect
+    ratios fall as that sort leaves them, which can move them across a batch boundary (other shape) and decides the
+    image order, so the numpy version matters (see pyproject.toml).
     """
-    s = np.asarray(shapes_hw)[:, ::-1]  # v7.0 keeps (w, h)
+    s = np.asarray(shapes_hw, dtype=np.float64)[:, ::-1]  # v7.0 keeps (w, h) as float64
     n = len(s)
     bi = np.floor(np.arange(n) / batch_size).astype(int)
     nb = bi[-1] + 1
@@ -54,6 +67,6 @@ def rect_batch_plan(shapes_hw: np.ndarray, batch_size: int, img_size: int, strid
 
 
 def square_batch_plan(n: int, batch_size: int, img_size: int) -> BatchPlan:
-    """Dataset order, every batch img_size x img_size (val.py --task speed)."""
+    """Dataset order, every batch img_size x img_size (val.py --task speed: rect off, pad 0)."""
     bi = np.floor(np.arange(n) / batch_size).astype(int)
     return BatchPlan(np.arange(n), bi, np.full((bi[-1] + 1, 2), img_size, dtype=int))

@@ -2,8 +2,8 @@
 
 A bad image or label file excludes that image (with a reason naming the file, and the line for labels); the run
 goes on with the rest, as in YOLOv5, and the exclusions are listed in the summary and results.json. Unlike YOLOv5,
-detval never writes into the dataset (v7.0 re-saves JPEGs with a broken end marker), and a class id outside
-[0, nc) excludes the image instead of failing later.
+detval never writes into the dataset (v7.0 re-saves JPEGs with a broken end marker), and a class id that is not an
+integer in [0, nc) excludes the image instead of failing later.
 """
 from __future__ import annotations
 
@@ -17,7 +17,8 @@ from PIL import Image, ImageOps
 from detval.data.dataset_yaml import IMG_FORMATS, DataError, label_path_for
 from detval.results import Excluded
 
-_ORIENTATION = 274  # EXIF tag
+_ORIENTATION = 274  # EXIF tag id
+_THREADS = 8  # mostly waiting on file reads (network disks), so not tied to the core count as v7.0's NUM_THREADS
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,10 @@ class ImageRecord:
 
 @dataclass
 class ScanResult:
+    """records: usable images in input order. Counts follow v7.0's scan line `{n_found_labels} images,
+    {n_missing + n_empty} backgrounds, {n_corrupt} corrupt`: a label file counts as found as soon as it exists
+    (empty, or excluding its image for a bad row, included); n_corrupt = len(excluded)."""
+
     records: list[ImageRecord]
     excluded: list[Excluded] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
@@ -40,18 +45,26 @@ class ScanResult:
     n_empty: int = 0
     n_corrupt: int = 0
 
+    @property
+    def n_instances(self) -> int:
+        return sum(len(r.labels) for r in self.records)
+
 
 class _Bad(Exception):
-    pass
+    """A problem that excludes one image; the message names the file (and line)."""
 
 
 def exif_size_hw(im: Image.Image) -> tuple[int, int]:
-    """(height, width) as displayed: swapped for EXIF orientations 6 and 8 (rotated 90 degrees)."""
+    """(height, width) as displayed: swapped for EXIF orientations 6 and 8 (rotated 90 degrees).
+
+    Reads the tag the way v7.0's exif_size does (`_getexif`, JPEG/PNG/WebP/MPO only), so that the batch plan sees
+    the same shapes as v7.0 for every format.
+    """
     w, h = im.size
     try:
-        if im.getexif().get(_ORIENTATION) in (6, 8):
+        if dict(im._getexif().items())[_ORIENTATION] in (6, 8):
             w, h = h, w
-    except Exception:  # noqa: BLE001 - unreadable EXIF: use the stored size, as YOLOv5
+    except Exception:  # noqa: BLE001 - no EXIF, no tag, or a format without _getexif: stored size, as v7.0
         pass
     return h, w
 
@@ -71,92 +84,96 @@ def segments_to_boxes(segments: list[np.ndarray]) -> np.ndarray:
     return y
 
 
-def read_labels(path: Path, nc: int) -> tuple[np.ndarray, str]:
-    """Parse a YOLO label file -> (float32 [n, 5], warning). Raises _Bad naming file:line on a malformed row."""
-    rows, lines = [], []
-    for lineno, text in enumerate(path.read_text(errors="replace").strip().splitlines(), 1):
-        if len(text):
-            rows.append(text.split())
-            lines.append(lineno)
-    if any(len(r) > 6 for r in rows):  # polygon segments
-        try:
-            classes = np.array([r[0] for r in rows], dtype=np.float32)
-            segments = [np.array(r[1:], dtype=np.float32).reshape(-1, 2) for r in rows]
-        except ValueError as e:
-            raise _Bad(f"{path}: malformed segment row ({e})") from None
-        lb = np.concatenate((classes.reshape(-1, 1), segments_to_boxes(segments)), 1).astype(np.float32)
-    else:
-        for r, ln in zip(rows, lines):
-            if len(r) != 5:
-                raise _Bad(f"{path}:{ln}: {len(r)} columns, expected 5 (cls cx cy w h)")
-        try:
-            lb = np.array(rows, dtype=np.float32).reshape(-1, 5)
-        except ValueError:
-            bad = next(ln for r, ln in zip(rows, lines) if not _numeric(r))
-            raise _Bad(f"{path}:{bad}: not a number") from None
-    for k, ln in enumerate(lines if len(lines) == len(lb) else range(1, len(lb) + 1)):
-        row = lb[k]
-        if (row < 0).any():
-            raise _Bad(f"{path}:{ln}: negative value")
-        if (row[1:] > 1).any():
-            raise _Bad(f"{path}:{ln}: coordinates outside [0, 1] (not normalized?)")
-        if row[0] != int(row[0]) or row[0] >= nc:
-            raise _Bad(f"{path}:{ln}: class {row[0]:g} outside [0, {nc})")
-    warning = ""
-    if len(lb):
-        _, i = np.unique(lb, axis=0, return_index=True)
-        if len(i) < len(lb):
-            warning = f"{path}: {len(lb) - len(i)} duplicate labels removed"
-            lb = lb[i]  # sorted, as v7.0
-    return lb.reshape(-1, 5), warning
+def _rows(text: str) -> list[tuple[int, list[str]]]:
+    """(1-based line number in the file, fields) of each row v7.0 reads: `text.strip().splitlines()`, empty lines
+    skipped. The numbers count the lines that strip() removes at the top, so they match an editor's."""
+    first = len((text[: len(text) - len(text.lstrip())] + "x").splitlines())
+    return [(first + k, line.split()) for k, line in enumerate(text.strip().splitlines()) if len(line)]
 
 
-def _numeric(row: list[str]) -> bool:
+def _floats(path: Path, ln: int, fields: list[str]) -> np.ndarray:
     try:
-        [float(x) for x in row]
+        return np.array(fields, dtype=np.float32)
+    except ValueError:
+        bad = next((f for f in fields if not _is_float(f)), " ".join(fields))
+        raise _Bad(f"{path}:{ln}: not a number: {bad!r}") from None
+
+
+def _is_float(s: str) -> bool:
+    try:
+        np.float32(s)
         return True
     except ValueError:
         return False
 
 
-def _verify(image: Path, nc: int) -> tuple:
-    """-> (record or None, excluded or None, warning, label status: 'found'|'missing'|'empty')"""
+def read_labels(path: Path, nc: int) -> tuple[np.ndarray, str]:
+    """Parse a YOLO label file -> (float32 [n, 5] (cls, cx, cy, w, h), warning or '').
+
+    As v7.0: a file with any row of more than 6 fields holds polygons (cls x1 y1 x2 y2 ...), turned into their
+    boxes; otherwise every row has 5 fields. Values must be >= 0 and box values <= 1 (checked on the box, so a
+    polygon may stick out as far as v7.0 lets it). Repeated rows are dropped with v7.0's np.unique, which leaves
+    the rows sorted. Added by detval: the class must be an integer in [0, nc).
+    Raises _Bad naming file:line for the first bad row.
+    """
+    rows = _rows(path.read_text(errors="replace"))
+    if any(len(f) > 6 for _, f in rows):
+        classes, segments = [], []
+        for ln, f in rows:
+            v = _floats(path, ln, f)
+            if len(v) < 3 or len(v) % 2 == 0:
+                raise _Bad(f"{path}:{ln}: polygon row with {len(v) - 1} coordinates, expected an even number >= 2")
+            classes.append(v[0])
+            segments.append(v[1:].reshape(-1, 2))
+        lb = np.concatenate((np.array(classes, dtype=np.float32).reshape(-1, 1), segments_to_boxes(segments)), 1)
+    else:
+        for ln, f in rows:
+            if len(f) != 5:
+                raise _Bad(f"{path}:{ln}: {len(f)} columns, expected 5 (cls cx cy w h)")
+        lb = np.stack([_floats(path, ln, f) for ln, f in rows]) if rows else np.zeros((0, 5), np.float32)
+    lb = lb.astype(np.float32, copy=False)
+    for (ln, _), row in zip(rows, lb):
+        if not (row >= 0).all():  # NaN fails here too, as in v7.0
+            raise _Bad(f"{path}:{ln}: negative or invalid value {row[~(row >= 0)][0]:g}")
+        if not (row[1:] <= 1).all():
+            raise _Bad(f"{path}:{ln}: coordinate {row[1:][~(row[1:] <= 1)][0]:g} > 1 (not normalized?)")
+        if row[0] != np.floor(row[0]) or row[0] >= nc:
+            raise _Bad(f"{path}:{ln}: class {row[0]:g} outside the integers 0..{nc - 1}")
+    warning = ""
+    if len(lb):
+        _, i = np.unique(lb, axis=0, return_index=True)
+        if len(i) < len(lb):
+            warning = f"{path}: {len(lb) - len(i)} duplicate labels removed"
+            lb = lb[i]  # sorted by np.unique, as v7.0 leaves them
+    return lb.reshape(-1, 5), warning
+
+
+def _check_image(image: Path) -> tuple[tuple[int, int], str]:
+    """-> ((h, w), warning). Raises _Bad when PIL cannot read it, it is under 10 px, or its format is not allowed."""
     try:
-        try:
-            with Image.open(image) as im:
-                im.verify()
-                fmt = (im.format or "").lower()
-            with Image.open(image) as im:
-                shape_hw = exif_size_hw(im)
-        except Exception as e:  # noqa: BLE001 - PIL raises many types for broken files
-            raise _Bad(f"{image}: not a readable image ({e.__class__.__name__}: {e})") from None
-        if shape_hw[0] < 10 or shape_hw[1] < 10:
-            raise _Bad(f"{image}: image size {shape_hw[1]}x{shape_hw[0]} < 10 pixels")
-        if fmt not in IMG_FORMATS:
-            raise _Bad(f"{image}: invalid image format {fmt}")
-        warning = ""
-        if fmt in ("jpg", "jpeg"):
-            with open(image, "rb") as f:
-                f.seek(-2, 2)
-                if f.read() != b"\xff\xd9":
-                    # v7.0 re-saves such files in place; detval leaves the user's data alone and checks decoding
-                    _decodes_fully(image)
-                    warning = f"{image}: JPEG without end marker (truncated?), decoded anyway"
-        lf = label_path_for(image)
-        if lf.is_file():
-            lb, w2 = read_labels(lf, nc)
-            status = "found" if len(lb) else "empty"
-            warning = "; ".join(w for w in (warning, w2) if w)
-        else:
-            lb, status = np.zeros((0, 5), dtype=np.float32), "missing"
-        return ImageRecord(image, shape_hw, lb), None, warning, status
-    except _Bad as e:
-        return None, Excluded(str(image), str(e)), "", ""
-    except OSError as e:
-        return None, Excluded(str(image), f"{image}: {e}"), "", ""
+        with Image.open(image) as im:
+            im.verify()
+            fmt = (im.format or "").lower()
+            shape_hw = exif_size_hw(im)
+    except Exception as e:  # noqa: BLE001 - PIL raises many types for broken files
+        raise _Bad(f"{image}: not a readable image ({e.__class__.__name__}: {e})") from None
+    if shape_hw[0] < 10 or shape_hw[1] < 10:
+        raise _Bad(f"{image}: image size {shape_hw[1]}x{shape_hw[0]} < 10 pixels")
+    if fmt not in IMG_FORMATS:
+        raise _Bad(f"{image}: invalid image format {fmt}")
+    if fmt in ("jpg", "jpeg"):
+        with open(image, "rb") as f:
+            f.seek(-2, 2)
+            if f.read() != b"\xff\xd9":
+                # v7.0 re-saves such a file in place; detval leaves the user's data alone, keeps what decodes
+                _decodes_fully(image)
+                return shape_hw, f"{image}: JPEG without end marker (truncated?), decoded anyway, not re-saved"
+    return shape_hw, ""
 
 
 def _decodes_fully(image: Path) -> None:
+    """Raise _Bad unless both OpenCV and PIL decode the whole file: v7.0 excludes a JPEG that PIL cannot load
+    (its restore step fails), so requiring PIL too keeps the same images in the run."""
     import cv2
 
     if cv2.imread(str(image)) is None:
@@ -168,22 +185,47 @@ def _decodes_fully(image: Path) -> None:
             raise _Bad(f"{image}: corrupt JPEG ({e})") from None
 
 
-def scan_images(images: list[Path], nc: int, threads: int = 8) -> ScanResult:
-    """Verify every image and its labels (in parallel, results in input order)."""
-    with ThreadPoolExecutor(threads) as pool:
-        results = list(pool.map(lambda p: _verify(p, nc), images))
+def _verify(image: Path, nc: int) -> tuple:
+    """-> (record or None, excluded or None, warnings, (found, missing, empty)) for one image, v7.0's counters."""
+    found = missing = empty = 0
+    warnings = []
+    try:
+        shape_hw, w = _check_image(image)
+        warnings.append(w)
+        lf = label_path_for(image)
+        if lf.is_file():
+            found = 1
+            lb, w = read_labels(lf, nc)
+            warnings.append(w)
+            empty = int(len(lb) == 0)
+        else:
+            lb, missing = np.zeros((0, 5), dtype=np.float32), 1
+        return ImageRecord(image, shape_hw, lb), None, [w for w in warnings if w], (found, missing, empty)
+    except _Bad as e:
+        reason = str(e)
+    except Exception as e:  # noqa: BLE001 - any other failure excludes the image, as in v7.0
+        reason = f"{image}: {e.__class__.__name__}: {e}"
+    return None, Excluded(str(image), reason), [w for w in warnings if w], (found, missing, empty)
+
+
+def scan_images(images: list[Path], nc: int, threads: int = _THREADS) -> ScanResult:
+    """Verify every image and its labels (thread pool, results in input order) -> ScanResult.
+
+    Raises DataError when no image is usable. No label file at all is only a warning, as in YOLOv5.
+    """
+    with ThreadPoolExecutor(max(1, threads)) as pool:
+        results = list(pool.map(lambda p: _verify(Path(p), nc), images))
     res = ScanResult(records=[])
-    for rec, exc, warning, status in results:
-        if warning:
-            res.warnings.append(warning)
+    for rec, exc, warnings, (found, missing, empty) in results:
+        res.warnings += warnings
+        res.n_found_labels += found
+        res.n_missing += missing
+        res.n_empty += empty
         if exc is not None:
             res.excluded.append(exc)
             res.n_corrupt += 1
-            continue
-        res.records.append(rec)
-        res.n_found_labels += status == "found"
-        res.n_missing += status == "missing"
-        res.n_empty += status == "empty"
+        else:
+            res.records.append(rec)
     if not res.records:
         why = f": {res.excluded[0].reason}" if res.excluded else ""
         raise DataError(f"no usable images among {len(images)}{why}")
