@@ -104,13 +104,35 @@ class SPPF(nn.Module):
         c_ = c1 // 2
         self.cv1 = Conv(c1, c_, 1, 1, act=act)
         self.cv2 = Conv(c_ * 4, c2, 1, 1, act=act)
-        self.m = nn.MaxPool2d(kernel_size=k, stride=1, padding=k // 2)
+        self.m = SameMaxPool2d(k)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.cv1(x)
         y1 = self.m(x)
         y2 = self.m(y1)
         return self.cv2(torch.cat((x, y1, y2, self.m(y2)), 1))
+
+
+class SameMaxPool2d(nn.MaxPool2d):
+    """k x k max-pool at stride 1 with 'same' padding (SPPF's), as two separable 1-D running maxima.
+
+    Max is exact, so this equals nn.MaxPool2d bit for bit (padding counts as -inf in both); torch's CPU
+    max_pool2d also computes the argmax indices and takes ~18x longer on SPPF's small maps.
+    """
+
+    def __init__(self, k: int):
+        super().__init__(kernel_size=k, stride=1, padding=k // 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        k, p = self.kernel_size, self.padding
+        x = nn.functional.pad(x, (p, p, p, p), value=float("-inf"))
+        for dim in (3, 2):
+            n = x.shape[dim] - (k - 1)
+            y = x.narrow(dim, 0, n)
+            for j in range(1, k):
+                y = torch.maximum(y, x.narrow(dim, j, n))
+            x = y
+        return x
 
 
 class Concat(nn.Module):
@@ -148,21 +170,30 @@ class Detect(nn.Module):
         self.m = nn.ModuleList(nn.Conv2d(x, self.no * self.na, 1) for x in ch)
 
     def forward(self, x: list[torch.Tensor]):
-        x = list(x)
-        z = []
+        maps = self.raw_maps(x)
+        if self.training:
+            return maps
+        return torch.cat([self.decode(i, p).view(p.shape[0], -1, self.no) for i, p in enumerate(maps)], 1)
+
+    def raw_maps(self, x: list[torch.Tensor]) -> list[torch.Tensor]:
+        """nl feature maps [B, C_l, H_l, W_l] -> nl head outputs [B, na, H_l, W_l, no], contiguous, before sigmoid."""
+        out = []
         for i in range(self.nl):
-            x[i] = self.m[i](x[i])
-            bs, _, ny, nx = x[i].shape
-            x[i] = x[i].view(bs, self.na, self.no, ny, nx).permute(0, 1, 3, 4, 2).contiguous()
-            if self.training:
-                continue
-            grid, anchor_grid = self._make_grid(nx, ny, i)
-            xy, wh, conf = x[i].sigmoid().split((2, 2, self.nc + 1), 4)
-            xy = (xy * 2 + grid) * self.stride[i]
-            wh = (wh * 2) ** 2 * anchor_grid
-            y = torch.cat((xy, wh, conf), 4)
-            z.append(y.view(bs, self.na * nx * ny, self.no))
-        return x if self.training else torch.cat(z, 1)
+            p = self.m[i](x[i])
+            bs, _, ny, nx = p.shape
+            out.append(p.view(bs, self.na, self.no, ny, nx).permute(0, 1, 3, 4, 2).contiguous())
+        return out
+
+    def decode(self, i: int, p: torch.Tensor, sigmoid=torch.sigmoid) -> torch.Tensor:
+        """Level i's head output [B, na, ny, nx, no] -> [B, na, ny, nx, no]: boxes (cx, cy, w, h) in input pixels,
+        objectness and class scores after sigmoid. `sigmoid` lets a caller that runs part of a batch reproduce the
+        whole batch's bits (see chunked.py)."""
+        _, _, ny, nx, _ = p.shape
+        grid, anchor_grid = self._make_grid(nx, ny, i)
+        xy, wh, conf = sigmoid(p).split((2, 2, self.nc + 1), 4)
+        xy = (xy * 2 + grid) * self.stride[i]
+        wh = (wh * 2) ** 2 * anchor_grid
+        return torch.cat((xy, wh, conf), 4)
 
     def _make_grid(self, nx: int, ny: int, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Cell offsets [1, na, ny, nx, 2] (x, y) minus 0.5, and anchor sizes [1, na, ny, nx, 2] in pixels."""

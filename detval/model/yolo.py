@@ -10,6 +10,7 @@ import torch
 import yaml
 from torch import nn
 
+from .chunked import DEFAULT_CHUNK_PIXELS, chunk_sizes, chunked_forward, chunking_is_exact
 from .layers import C3, LAYER_TYPES, SPPF, Bottleneck, Concat, Conv, Detect
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
@@ -138,8 +139,9 @@ def _fix_anchor_order(m: Detect) -> None:
 class DetectionModel(nn.Module):
     """A YOLOv5 v7.0 P5 detector.
 
-    forward(x: float Tensor [B, ch, H, W], RGB in 0..1, H and W multiples of max(stride)) in eval mode
-    -> Tensor [B, N, 5 + nc] as `Detect` documents (boxes cx, cy, w, h in input pixels).
+    forward(x: float Tensor [B, ch, H, W], RGB in 0..1, or uint8 in 0..255; H and W multiples of max(stride))
+    in eval mode -> Tensor [B, N, 5 + nc] as `Detect` documents (boxes cx, cy, w, h in input pixels). On the
+    CPU in FP32 a batch runs in chunks of images, with the same result bit for bit (chunked.py).
 
     Attributes: yaml (the model dict), nc, names (list[str], default '0'..'nc-1'), stride (Tensor [nl],
     pixels per cell of each level, a view of the Detect head's buffer), model (the layer Sequential;
@@ -161,6 +163,10 @@ class DetectionModel(nn.Module):
         self.model, self.save = parse_model(deepcopy(self.yaml), ch=[ch])
         self.nc: int = self.yaml["nc"]
         self.names: list[str] = [str(i) for i in range(self.nc)]
+        # CPU FP32 eval runs a batch in chunks of about this many pixels, bit-identical to the whole batch and
+        # faster (chunked.py); None runs every batch whole
+        self.chunk_pixels: int | None = DEFAULT_CHUNK_PIXELS
+        self.channels_last = False  # opt-in, not exact: see use_channels_last()
 
         m = self.detect
         if stride is None:
@@ -197,13 +203,45 @@ class DetectionModel(nn.Module):
         return self.detect.stride
 
     def forward(self, x: torch.Tensor):
+        sizes = self.chunk_plan(x)
+        if sizes:
+            return chunked_forward(self, x, sizes)
+        return self.detect(self.features(self.as_input(x)))
+
+    def as_input(self, x: torch.Tensor) -> torch.Tensor:
+        """uint8 images (0..255) -> the model's float dtype in 0..1, as val.py divides them (x.float() / 255);
+        float input unchanged. Given uint8, a chunked forward converts chunk by chunk (no full-batch float copy)."""
+        return x.to(self.detect.anchors.dtype) / 255 if x.dtype == torch.uint8 else x
+
+    def features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Input [B, ch, H, W] -> the Detect head's inputs (one map per level), every layer but the last."""
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
         y: list[torch.Tensor | None] = []
-        for m in self.model:
+        for m in self.model[:-1]:
             if m.f != -1:  # input from earlier layers, not just the previous one
                 x = y[m.f] if isinstance(m.f, int) else [x if j == -1 else y[j] for j in m.f]
             x = m(x)
             y.append(x if m.i in self.save else None)
-        return x
+        f = self.detect.f
+        return [x if j == -1 else y[j] for j in ([f] if isinstance(f, int) else f)]
+
+    def chunk_plan(self, x: torch.Tensor) -> list[int] | None:
+        """Images per chunk for an eval forward of x, or None to run x whole (see chunked.py)."""
+        dtype = self.detect.anchors.dtype if x.dtype == torch.uint8 else x.dtype
+        if self.training or self.detect.training or x.device.type != "cpu" or dtype != torch.float32 or x.dim() != 4:
+            return None
+        threads = torch.get_num_threads()
+        sizes = chunk_sizes(x.shape[0], x.shape[2], x.shape[3], threads, self.chunk_pixels)
+        return sizes if sizes and chunking_is_exact(self, threads) else None
+
+    def use_channels_last(self) -> "DetectionModel":
+        """Run convolutions in NHWC (channels_last), in place. Opt-in only, NOT exact: oneDNN then sums in another
+        order. Measured on a 2-core AVX-512 CPU, yolov5n, coco128 at 640: inference 38 -> 30 ms/image; outputs move
+        by up to 2e-3 px; P and R move by 5e-8 and 2e-8, mAP50 and mAP50-95 unchanged."""
+        self.to(memory_format=torch.channels_last)
+        self.channels_last = True
+        return self
 
     def fuse(self) -> "DetectionModel":
         """Fold every Conv's BatchNorm into its convolution, in place, as v7.0 val.py runs the model."""
