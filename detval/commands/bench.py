@@ -1,0 +1,188 @@
+"""`detval bench`: where the time of a validation goes, stage by stage, in images per second.
+
+One process, one pass over the batch plan, each stage timed on its own (nothing overlaps, unlike `detval val`
+with DataLoader workers): decode (read + resize to --imgsz), letterbox (to the batch shape), preprocess (labels,
+HWC -> CHW tensor, collate, /255), inference, NMS, metrics (per-image matching, then AP). With --cache the first
+two stages become one, 'load (cache)'. The metrics are those of `detval val` at the same settings (printed, so a
+fast but wrong setting shows).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from dataclasses import dataclass, field
+
+import torch
+
+from detval.cache.images import open_image_cache
+from detval.config import ValConfig
+from detval.data import ValDataset, collate, letterbox, load_image
+from detval.devices import parse_devices
+from detval.engine import StatsAccumulator, prepare, summarize
+from detval.model import load_model
+from detval.ops.nms import nms_candidates
+from detval.results import ValResult
+
+STAGES = ("load (cache)", "decode", "letterbox", "preprocess", "inference", "nms", "metrics (match)", "metrics (AP)")
+
+
+@dataclass
+class BenchReport:
+    """Seconds per stage (STAGES order, stages that ran only) over `images` images, and the run's metrics."""
+
+    images: int
+    seconds: dict[str, float] = field(default_factory=dict)
+    setup_seconds: float = 0.0  # model load and dataset scan, before the first batch
+    result: ValResult | None = None
+    description: str = ""
+
+    @property
+    def total(self) -> float:
+        return sum(self.seconds.values())
+
+    def lines(self) -> list[str]:
+        """The printed table: seconds, ms per image, images per second and share of each stage."""
+        n = max(self.images, 1)
+        out = [self.description, f"{'stage':<18}{'seconds':>10}{'ms/image':>11}{'images/s':>11}{'share':>8}"]
+        rows = list(self.seconds.items()) + [("total", self.total)]
+        for name, s in rows:
+            rate = f"{n / s:11.1f}" if s > 0 else f"{'inf':>11}"
+            out.append(f"{name:<18}{s:10.3f}{s / n * 1e3:11.2f}{rate}{s / max(self.total, 1e-12):8.1%}")
+        out.append(f"setup (model load, dataset scan) {self.setup_seconds:.2f} s; {n} images")
+        if self.result is not None:
+            r = self.result
+            out.append(f"P {r.p:.3f}  R {r.r:.3f}  mAP50 {r.map50:.3f}  mAP50-95 {r.map:.3f}")
+        return out
+
+
+class _Preloaded:
+    """An image_cache handing ValDataset items loaded (and timed) beforehand."""
+
+    def __init__(self, items: dict) -> None:
+        self.items = items
+
+    def get(self, dataset, i: int) -> tuple:
+        return self.items[i]
+
+
+def _timed_load(ds: ValDataset, i: int, seconds: dict[str, float]) -> tuple:
+    """ds.load_letterboxed(i), with decode and letterbox timed apart (tests/test_bench.py checks it is equal)."""
+    t0 = time.perf_counter()
+    img, (h0, w0), (h, w) = load_image(ds.records[i].path, ds.img_size)
+    t1 = time.perf_counter()
+    img, ratio, pad = letterbox(img, ds.plan.shape_of(i), scaleup=False)
+    t2 = time.perf_counter()
+    seconds["decode"] += t1 - t0
+    seconds["letterbox"] += t2 - t1
+    return img, (h0, w0), ((h / h0, w / w0), pad), ratio, (h, w)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def run_stage_bench(cfg: ValConfig, max_batches: int | None = None, chunked: bool = True,
+                    cache_dir: str | None = None) -> BenchReport:
+    """Time each stage of a validation of cfg (weights, data, imgsz, batch_size, thresholds, device, threads,
+    cache) over the first max_batches batches of the plan (all by default), in this process."""
+    t_setup = time.perf_counter()
+    device = parse_devices(cfg.device)[0]
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    loaded = load_model(cfg.weights, cfg.cfg, device=device)
+    model = loaded.model.half() if cfg.half else loaded.model
+    if not chunked:
+        model.chunk_pixels = None
+    prep = prepare(cfg, int(loaded.stride.max()))
+    setup = time.perf_counter() - t_setup
+
+    cache = open_image_cache(cfg.cache, cache_dir)
+    batch_ids = list(range(prep.plan.n_batches))[:max_batches]
+    stages = (["load (cache)"] if cache is not None else ["decode", "letterbox"]) + list(STAGES[3:])
+    seconds = {s: 0.0 for s in stages}
+    plain = ValDataset(prep.records, prep.plan, prep.imgsz)
+    acc = StatsAccumulator(cfg, prep.nc)
+    dtype = torch.float16 if cfg.half else torch.float32
+    with torch.inference_mode():
+        h, w = (int(v) for v in prep.plan.batch_shapes[batch_ids[0]])  # warm-up, untimed (oneDNN primitives)
+        model(torch.zeros(len(prep.plan.batch(batch_ids[0])), 3, h, w, device=device, dtype=dtype))
+        images = 0
+        for b in batch_ids:
+            idx = prep.plan.batch(b)
+            items = {}
+            for i in idx:
+                if cache is not None:
+                    t0 = time.perf_counter()
+                    items[i] = cache.get(plain, i)
+                    seconds["load (cache)"] += time.perf_counter() - t0
+                else:
+                    items[i] = _timed_load(plain, i, seconds)
+            t0 = time.perf_counter()
+            ds = ValDataset(prep.records, prep.plan, prep.imgsz, image_cache=_Preloaded(items))
+            batch = collate([ds[i] for i in idx])
+            im = batch.images.to(device).to(dtype) / 255
+            targets = batch.targets.to(device)
+            _sync(device)
+            t1 = time.perf_counter()
+            pred = model(im)
+            _sync(device)
+            t2 = time.perf_counter()
+            dets = acc.select(nms_candidates(pred, cfg.conf_thres))
+            _sync(device)
+            t3 = time.perf_counter()
+            _, _, height, width = im.shape
+            targets[:, 2:] *= torch.tensor((width, height, width, height), device=device)
+            labels = [targets[targets[:, 0] == k, 1:] for k in range(len(dets))]
+            acc.add(batch.indices, dets, labels, batch.shapes)
+            t4 = time.perf_counter()
+            seconds["preprocess"] += t1 - t0
+            seconds["inference"] += t2 - t1
+            seconds["nms"] += t3 - t2
+            seconds["metrics (match)"] += t4 - t3
+            images += len(idx)
+        t0 = time.perf_counter()
+        result, _ = summarize(prep, acc.output(), cfg)
+        seconds["metrics (AP)"] += time.perf_counter() - t0
+
+    mode = "chunked" if chunked and device.type == "cpu" and not cfg.half else "whole batches"
+    desc = (f"detval bench: {loaded.path.name} on {cfg.data}, {images} images, imgsz {prep.imgsz}, batch "
+            f"{cfg.batch_size}, {device}, {torch.get_num_threads()} threads, inference in {mode}"
+            + (f", cache {cfg.cache}" if cfg.cache else ""))
+    return BenchReport(images, seconds, setup, result, desc)
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("bench", help="time each stage of a validation (images/s per stage)",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--weights", required=True)
+    p.add_argument("--data", required=True)
+    p.add_argument("--cfg", help="model yaml for a plain state_dict")
+    p.add_argument("--imgsz", "--img", "--img-size", type=int, default=640)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--conf-thres", type=float, default=0.001)
+    p.add_argument("--iou-thres", type=float, default=0.6)
+    p.add_argument("--device", default="")
+    p.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's)")
+    p.add_argument("--half", action="store_true")
+    p.add_argument("--cache", choices=["ram", "disk"], help="read images through the image cache")
+    p.add_argument("--cache-dir", help="disk cache folder (default ~/.cache/detval/images)")
+    p.add_argument("--max-batches", type=int, help="time only the first N batches of the plan")
+    p.add_argument("--whole-batches", action="store_true", help="CPU: run each batch at once, not in chunks")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from detval.errors import DetvalError
+
+    try:
+        cfg = ValConfig(weights=args.weights, data=args.data, cfg=args.cfg, imgsz=args.imgsz,
+                        batch_size=args.batch_size, conf_thres=args.conf_thres, iou_thres=args.iou_thres,
+                        device=args.device, threads=args.threads, half=args.half, cache=args.cache)
+        report = run_stage_bench(cfg, args.max_batches, chunked=not args.whole_batches, cache_dir=args.cache_dir)
+    except (DetvalError, ValueError, FileNotFoundError) as e:
+        print(f"detval: error: {e}", file=sys.stderr)
+        return 1
+    print("\n".join(report.lines()))
+    return 0

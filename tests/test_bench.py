@@ -1,0 +1,58 @@
+"""detval bench: per-stage timing over a real run, its loading equal to the dataset's, its metrics equal to val's."""
+import numpy as np
+
+from detval.api import validate
+from detval.cli import main
+from detval.commands.bench import STAGES, _timed_load, run_stage_bench
+from detval.config import ValConfig
+from detval.data import ValDataset, list_images, load_data_config, rect_batch_plan, scan_images
+
+
+def cfg_for(data_dir, tmp_path, **kw) -> ValConfig:
+    return ValConfig(weights=str(data_dir / "weights" / "yolov5n.pt"), data=str(data_dir / "coco128" / "coco128.yaml"),
+                     plots=False, quiet=True, project=str(tmp_path / "runs"), **kw)
+
+
+def test_timed_load_is_the_datasets_load(data_dir):
+    data = load_data_config(data_dir / "coco128" / "coco128.yaml")
+    records = scan_images(list_images(data.val)[:6], data.nc).records
+    plan = rect_batch_plan(np.array([r.shape_hw for r in records]), 4, 256, 32)
+    ds = ValDataset([records[i] for i in plan.order], plan, 256)
+    seconds = {"decode": 0.0, "letterbox": 0.0}
+    for i in range(len(ds)):
+        mine, theirs = _timed_load(ds, i, seconds), ds.load_letterboxed(i)
+        assert np.array_equal(mine[0], theirs[0]) and mine[1:] == theirs[1:]
+        assert [type(v) for v in mine[2][1]] == [type(v) for v in theirs[2][1]]
+    assert seconds["decode"] > 0 and seconds["letterbox"] > 0
+
+
+def test_stages_cover_the_run_and_metrics_equal_val(data_dir, tmp_path):
+    cfg = cfg_for(data_dir, tmp_path, imgsz=160, workers=0)
+    report = run_stage_bench(cfg)
+    assert report.images == 128
+    assert list(report.seconds) == [s for s in STAGES if s != "load (cache)"]
+    assert all(s > 0 for s in report.seconds.values())
+    assert abs(report.total - sum(report.seconds.values())) < 1e-12
+    r = validate(cfg)
+    assert (report.result.p, report.result.r, report.result.map50, report.result.map) == (r.p, r.r, r.map50, r.map)
+    text = "\n".join(report.lines())
+    for s in report.seconds:
+        assert s in text
+    assert f"mAP50-95 {r.map:.3f}" in text
+
+
+def test_cache_stage_and_max_batches(data_dir, tmp_path):
+    report = run_stage_bench(cfg_for(data_dir, tmp_path, imgsz=128, batch_size=8, cache="ram"), max_batches=2)
+    assert report.images == 16
+    assert "load (cache)" in report.seconds and "decode" not in report.seconds
+
+
+def test_cli(data_dir, tmp_path, capsys):
+    args = ["bench", "--weights", str(data_dir / "weights" / "yolov5n.pt"),
+            "--data", str(data_dir / "coco128" / "coco128.yaml"), "--imgsz", "128", "--batch-size", "4",
+            "--max-batches", "1", "--whole-batches"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "4 images" in out and "inference in whole batches" in out and "images/s" in out
+    assert main(["bench", "--weights", str(tmp_path / "missing.pt"), "--data", args[4]]) == 1
+    assert "no such weights file" in capsys.readouterr().err
