@@ -98,6 +98,23 @@ def gather_objects(ctx: DistContext, obj: Any) -> list[Any] | None:
     return gathered if ctx.is_main else None
 
 
+def check_same(ctx: DistContext, value: str, what: str) -> None:
+    """Raise ValueError on every rank unless every rank passes the same value.
+
+    For what each rank derives on its own but all must share, such as a digest of the images and
+    the batch plan it read: batch ids only mean the same images on every rank if the plans agree,
+    and a rank that read a changed file would otherwise make the metrics silently wrong.
+    Collective: every rank calls it (and all raise together, so none is left waiting).
+    """
+    if not ctx.is_distributed:
+        return
+    values = _all_gather_objects(ctx, value)
+    odd = [rank for rank, v in enumerate(values) if v != values[0]]
+    if odd:
+        raise ValueError(f"ranks disagree on {what}: rank {odd[0]} has {values[odd[0]]!r}, rank 0 has {values[0]!r}"
+                         + (f" (ranks {odd} differ from rank 0)" if len(odd) > 1 else ""))
+
+
 def _all_gather_objects(ctx: DistContext, obj: Any) -> list[Any]:
     raise_if_peer_failed(ctx)
     out: list[Any] = [None] * ctx.world_size

@@ -152,6 +152,7 @@ def _rank_main(fn: Callable[..., Any], args: tuple, rank: int, world_size: int, 
     _die_with_parent(parent_pid)
     # Ctrl-C reaches the whole process group; the parent alone decides how the children stop.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _fork_helpers_like_torchrun()
     torch.set_num_threads(threads)
     ctx: DistContext | None = None
     try:
@@ -245,6 +246,17 @@ def _stop(procs: list) -> None:
         if proc.is_alive():
             proc.kill()
             proc.join()
+
+
+def _fork_helpers_like_torchrun() -> None:
+    """Let this rank's own helper processes (DataLoader workers) fork, as they do under torchrun.
+
+    A spawned child inherits the "spawn" start method, so each DataLoader worker would start a
+    fresh interpreter and import torch and detval again: seconds per worker on a loaded machine,
+    paid again at every run, often more than the whole validation at small image sizes.
+    """
+    if "fork" in multiprocessing.get_all_start_methods():
+        multiprocessing.set_start_method("fork", force=True)
 
 
 def _die_with_parent(parent_pid: int) -> None:

@@ -5,6 +5,11 @@ the padding shape) it has on one device, and results cannot depend on the number
 - static: rank r runs a contiguous block fixed in advance (reproducible per-rank timings).
 - dynamic: ranks claim the next unclaimed batch from a counter in the shared store, so a slow
   rank (a busier GPU, a slower disk) runs fewer batches and nobody waits at the end.
+  A DataLoader asks for `workers x prefetch_factor` batch ids before it runs the first one, so
+  the first rank to start would claim that many at once, all of a small plan (coco128 at batch
+  32 is 4 batches: one rank ran them all while the other idled). With `lookahead` set to that
+  depth, each rank starts with its own first `lookahead` batches of its static share, and only
+  the rest is claimed from the shared counter.
 """
 from __future__ import annotations
 
@@ -26,38 +31,61 @@ def static_split(n_batches: int, rank: int, world_size: int) -> list[int]:
     return list(range(start, start + base + (rank < extra)))
 
 
+def dynamic_split(n_batches: int, rank: int, world_size: int, lookahead: int = 0) -> tuple[list[int], list[int]]:
+    """(rank's own head, the shared pool) of the dynamic schedule.
+
+    The head is the first `lookahead` batches of the rank's static share (`static_split`); the pool,
+    claimed from a counter by every rank, is all other batches in ascending order (the same list on
+    every rank). lookahead 0: no heads, every batch is claimed; lookahead >= the largest share: static.
+    """
+    if lookahead < 0:
+        raise ValueError(f"lookahead must be >= 0, got {lookahead}")
+    heads = [static_split(n_batches, r, world_size)[:lookahead] for r in range(world_size)]
+    taken = {b for head in heads for b in head}
+    return heads[rank], [b for b in range(n_batches) if b not in taken]
+
+
 class DynamicScheduler:
-    """Iterate over the batch ids this rank claims, until all n_batches are claimed.
+    """Iterate over the batch ids this rank runs: its head, then claims from the pool until it is empty.
 
     `key` names the shared counter; use a fresh key for each pass over a plan in one process
     group (the counter is never reset). Each claim is one atomic store.add, preceded by a
     check of the failure flag so that a rank stops early when a peer has failed. A claim
     happens when the consumer asks for the next id; a DataLoader that prefetches k batches
-    claims k ahead of what it has run.
+    claims k ahead of what it has run, which `lookahead` (see `dynamic_split`) keeps from
+    taking work from the other ranks at the start.
     """
 
-    def __init__(self, ctx: DistContext, n_batches: int, key: str = "detval/next_batch"):
-        self.ctx, self.n_batches, self.key = ctx, n_batches, key
+    def __init__(self, ctx: DistContext, n_batches: int, key: str = "detval/next_batch", lookahead: int = 0):
+        self.ctx, self.n_batches, self.key, self.lookahead = ctx, n_batches, key, lookahead
 
     def __iter__(self) -> Iterator[int]:
         if not self.ctx.is_distributed:
             yield from range(self.n_batches)
             return
+        head, pool = dynamic_split(self.n_batches, self.ctx.rank, self.ctx.world_size, self.lookahead)
+        for batch in head:
+            raise_if_peer_failed(self.ctx)
+            yield batch
         while True:
             raise_if_peer_failed(self.ctx)
-            batch = self.ctx.store.add(self.key, 1) - 1  # add returns the new value
-            if batch >= self.n_batches:
+            claim = self.ctx.store.add(self.key, 1) - 1  # add returns the new value
+            if claim >= len(pool):
                 return
-            yield batch
+            yield pool[claim]
 
 
 def iter_batches(ctx: DistContext, n_batches: int, mode: Literal["dynamic", "static"] = "dynamic",
-                 key: str = "detval/next_batch") -> Iterator[int]:
-    """The batch ids this rank runs, in the order it should run them."""
+                 key: str = "detval/next_batch", lookahead: int = 0) -> Iterator[int]:
+    """The batch ids this rank runs, in the order it should run them.
+
+    lookahead: how many ids the consumer takes before it has run the first (for a DataLoader,
+    num_workers x prefetch_factor); only the dynamic schedule uses it.
+    """
     if mode == "static":
         return iter(static_split(n_batches, ctx.rank, ctx.world_size))
     if mode == "dynamic":
-        return iter(DynamicScheduler(ctx, n_batches, key))
+        return iter(DynamicScheduler(ctx, n_batches, key, lookahead))
     raise ValueError(f"unknown schedule mode {mode!r} (expected 'dynamic' or 'static')")
 
 

@@ -1,0 +1,137 @@
+"""Per-rank functions for the multi-process `detval val` tests, and a fault hook for command-line runs.
+
+They live in a module, not in the test files, because spawned ranks import them by name. Each runs the
+real `detval.api.rank_main` over a real process group; apart from the fault hook, nothing here changes what a
+rank computes.
+
+Fault hook: with DETVAL_TEST_FAULT="RANK:AFTER" in the environment, `install_fault_from_env()` makes rank
+RANK raise once it has run AFTER batches (use the static schedule, so that it surely gets more). A
+command-line test puts a generated sitecustomize.py on PYTHONPATH that calls it, so that every rank
+process (spawned or torchrun's) installs it at start-up.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import replace
+from pathlib import Path
+
+import torch.distributed as tdist
+
+from detval import dist
+from detval.api import rank_main
+from detval.config import ValConfig
+from detval.dist import DistContext
+
+FAULT_ENV = "DETVAL_TEST_FAULT"
+
+
+# --- what a run must give on any number of ranks ----------------------------------------------------------------
+
+def run_outcome(run_dir: Path) -> dict:
+    """The parts of a run folder that must not depend on the number of processes: results.json's images,
+    instances, metrics, maps and per-class rows, per_class.csv, and the --save-txt files."""
+    res = json.loads((Path(run_dir) / "results.json").read_text())
+    return {
+        "results": {k: res[k] for k in ("images", "instances", "metrics", "maps", "per_class")},
+        "per_class.csv": (Path(run_dir) / "per_class.csv").read_text(),
+        "labels": {p.name: p.read_text() for p in sorted((Path(run_dir) / "labels").glob("*.txt"))},
+    }
+
+
+def assert_same_outcome(got: dict, expected: dict) -> None:
+    """Bit for bit: floats compared exactly, files byte for byte."""
+    assert got["results"] == expected["results"]
+    assert got["per_class.csv"] == expected["per_class.csv"]
+    assert got["labels"].keys() == expected["labels"].keys()
+    assert got["labels"] == expected["labels"]
+
+
+# --- rank functions: fn(ctx, *args) -----------------------------------------------------------------------------
+
+
+def validate_passes(ctx: DistContext, cfgs: list[ValConfig]) -> list | None:
+    """rank_main once per cfg in one process group.
+
+    Rank 0 returns [(result, batch ids each rank was handed, by rank)] per cfg. Each pass gets its
+    own key space in the shared store, as a fresh run would have: the dynamic schedule's batch
+    counter and the progress count start from zero again.
+    """
+    real = dist.iter_batches
+    out = []
+    for i, cfg in enumerate(cfgs):
+        claimed: list[int] = []
+
+        def recording(*args, **kwargs):
+            for batch in real(*args, **kwargs):
+                claimed.append(batch)
+                yield batch
+
+        dist.iter_batches = recording
+        try:
+            store = tdist.PrefixStore(f"pass{i}/", ctx.store) if ctx.store is not None else None
+            result = rank_main(replace(ctx, store=store), cfg)
+        finally:
+            dist.iter_batches = real
+        out.append((result, dist.gather_objects(ctx, claimed)))
+    return out if ctx.is_main else None
+
+
+def check_values(ctx: DistContext, values: list[str]) -> tuple | None:
+    """check_same twice: first every rank with values[0], then rank r with values[r].
+
+    Rank 0 returns, for each call, every rank's error message (None where it passed), by rank.
+    """
+    seen = []
+    for mine in (values[0], values[ctx.rank]):
+        try:
+            dist.check_same(ctx, mine, "the dataset")
+            error = None
+        except ValueError as e:
+            error = f"ValueError: {e}"
+        seen.append(dist.gather_objects(ctx, error))
+    return tuple(seen) if ctx.is_main else None
+
+
+def validate_per_rank(ctx: DistContext, cfgs: list[ValConfig]) -> object:
+    """rank_main with rank r's own config cfgs[r]: a rank that is given input the others do not see."""
+    return rank_main(ctx, cfgs[ctx.rank])
+
+
+def fault_message(rank: int, after: int) -> str:
+    return f"injected fault on rank {rank} after {after} batches"
+
+
+def install_fault_from_env() -> None:
+    """Install the fault DETVAL_TEST_FAULT="RANK:AFTER" names (no-op when unset)."""
+    spec = os.environ.get(FAULT_ENV)
+    if spec:
+        rank, after = (int(x) for x in spec.split(":"))
+        _install_fault(rank, after)
+
+
+def _install_fault(bad_rank: int, after: int) -> None:
+    """Make rank bad_rank raise in its batch loop once it has run `after` batches through the model.
+
+    Two patches on this process: the scheduler (rank_main hands `detval.dist.iter_batches` its context)
+    tells which rank this process is, and NMS, which the engine calls once per batch right after the
+    model, raises on that rank's batch after + 1. Its peers are then running batches or waiting in the
+    gather. A rank handed no more than `after` batches does not fail.
+    """
+    import detval.engine as engine
+
+    state = {"rank": None, "batches": 0}
+    real_iter, real_nms = dist.iter_batches, engine.nms_candidates
+
+    def iter_batches(ctx, *args, **kwargs):
+        state["rank"] = ctx.rank
+        return real_iter(ctx, *args, **kwargs)
+
+    def nms_candidates(*args, **kwargs):
+        if state["rank"] == bad_rank:
+            if state["batches"] >= after:
+                raise RuntimeError(fault_message(bad_rank, after))
+            state["batches"] += 1
+        return real_nms(*args, **kwargs)
+
+    dist.iter_batches, engine.nms_candidates = iter_batches, nms_candidates
