@@ -15,11 +15,24 @@ import numpy as np
 
 from detval.errors import DetvalError
 
+BACKENDS = ("detval", "pycocotools", "faster-coco-eval")  # COCO evaluators: detval's and the references
+
 # YOLOv5 utils.general.coco80_to_coco91_class(): model class index (0..79) -> COCO category id (1..90).
 COCO80_TO_91: tuple[int, ...] = (
     1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 27, 28, 31, 32, 33, 34,
     35, 36, 37, 38, 39, 40, 41, 42, 43, 44, 46, 47, 48, 49, 50, 51, 52, 53, 54, 55, 56, 57, 58, 59, 60, 61, 62, 63,
     64, 65, 67, 70, 72, 73, 74, 75, 76, 77, 78, 79, 80, 81, 82, 84, 85, 86, 87, 88, 89, 90)
+
+# The 80 class names of YOLOv5's data/coco.yaml (and coco128.yaml), in class-index order.
+COCO80_NAMES: tuple[str, ...] = (
+    "person", "bicycle", "car", "motorcycle", "airplane", "bus", "train", "truck", "boat", "traffic light",
+    "fire hydrant", "stop sign", "parking meter", "bench", "bird", "cat", "dog", "horse", "sheep", "cow", "elephant",
+    "bear", "zebra", "giraffe", "backpack", "umbrella", "handbag", "tie", "suitcase", "frisbee", "skis", "snowboard",
+    "sports ball", "kite", "baseball bat", "baseball glove", "skateboard", "surfboard", "tennis racket", "bottle",
+    "wine glass", "cup", "fork", "knife", "spoon", "bowl", "banana", "apple", "sandwich", "orange", "broccoli",
+    "carrot", "hot dog", "pizza", "donut", "cake", "chair", "couch", "potted plant", "bed", "dining table", "toilet",
+    "tv", "laptop", "mouse", "remote", "keyboard", "cell phone", "microwave", "oven", "toaster", "sink",
+    "refrigerator", "book", "clock", "vase", "scissors", "teddy bear", "hair drier", "toothbrush")
 
 
 @dataclass(frozen=True, eq=False)
@@ -194,13 +207,13 @@ def image_id_from_stem(stem: str) -> int | str:
     return int(stem) if stem.isnumeric() else stem
 
 
-def yolo_detections_to_coco(path_stem: str, boxes_xyxy, scores, classes, class_map: Sequence[int]) -> list[dict]:
-    """One image's detections as YOLOv5 val.py save_one_json writes them.
+def coco_boxes_and_scores(boxes_xyxy, scores) -> tuple[np.ndarray, np.ndarray]:
+    """Detections as YOLOv5 val.py save_one_json writes their numbers: (xywh float64 [N, 4], score float64 [N]).
 
-    boxes_xyxy: [N, 4] (x1, y1, x2, y2) native pixels; scores: [N]; classes: [N] class indices; numpy arrays or
-    CPU tensors. The arithmetic runs in the boxes' own dtype, so pass float32 (as YOLOv5's predn) for identical
-    output: center = (x1 + x2) / 2, size = x2 - x1, corner = center - size / 2, then Python round(., 3);
-    score round(., 5); category_id = class_map[int(class)].
+    boxes_xyxy: [N, 4] (x1, y1, x2, y2) native pixels; scores: [N]; numpy arrays or CPU tensors. The arithmetic
+    runs in the boxes' own dtype, so pass float32 (as YOLOv5's predn) for identical output: center =
+    (x1 + x2) / 2, size = x2 - x1, corner = center - size / 2, then Python round(., 3); score round(., 5).
+    Python's round, not np.round: they differ in the last bit for some values, and the JSON must be YOLOv5's.
     """
     b = np.asarray(boxes_xyxy)
     if b.ndim != 2 or b.shape[1] != 4:
@@ -209,11 +222,18 @@ def yolo_detections_to_coco(path_stem: str, boxes_xyxy, scores, classes, class_m
     center = (b[:, :2] + b[:, 2:]) / two
     size = b[:, 2:] - b[:, :2]
     xywh = np.concatenate([center - size / two, size], axis=1)
+    boxes = np.array([round(x, 3) for x in xywh.ravel().tolist()], dtype=np.float64).reshape(-1, 4)
+    return boxes, np.array([round(s, 5) for s in np.asarray(scores).tolist()], dtype=np.float64)
+
+
+def yolo_detections_to_coco(path_stem: str, boxes_xyxy, scores, classes, class_map: Sequence[int]) -> list[dict]:
+    """One image's detections as YOLOv5 val.py save_one_json writes them (numbers as coco_boxes_and_scores;
+    image_id from the stem; category_id = class_map[int(class)])."""
+    boxes, rounded = coco_boxes_and_scores(boxes_xyxy, scores)
     image_id = image_id_from_stem(path_stem)
     return [
-        {"image_id": image_id, "category_id": class_map[int(c)],
-         "bbox": [round(x, 3) for x in box], "score": round(s, 5)}
-        for box, s, c in zip(xywh.tolist(), np.asarray(scores).tolist(), np.asarray(classes).tolist())
+        {"image_id": image_id, "category_id": class_map[int(c)], "bbox": box, "score": s}
+        for box, s, c in zip(boxes.tolist(), rounded.tolist(), np.asarray(classes).tolist())
     ]
 
 
@@ -245,3 +265,15 @@ def yolo_labels_to_coco_gt(records: Sequence, names: Sequence[str] | Mapping[int
                          "bbox": box, "area": box[2] * box[3], "iscrowd": 0})
     categories = [{"id": class_map[i], "name": n} for i, n in sorted(names.items())]
     return {"images": images, "annotations": anns, "categories": categories}
+
+
+def per_class_by_name(per_class_ap: dict[int, float], names: dict[int, str]) -> dict[str, float]:
+    """{category name: AP}; a name shared by several ids gets ' (id)' appended so that none is lost."""
+    counts: dict[str, int] = {}
+    for cat in per_class_ap:
+        counts[names.get(cat, str(cat))] = counts.get(names.get(cat, str(cat)), 0) + 1
+    out = {}
+    for cat, ap in per_class_ap.items():
+        name = names.get(cat, str(cat))
+        out[name if counts[name] == 1 else f"{name} ({cat})"] = ap
+    return out

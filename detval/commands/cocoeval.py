@@ -5,9 +5,8 @@ import argparse
 import json
 import sys
 
+from detval.coco_format import BACKENDS, per_class_by_name
 from detval.errors import DetvalError
-
-BACKENDS = ("detval", "pycocotools", "faster-coco-eval")
 
 
 def add_parser(sub) -> None:
@@ -46,15 +45,3 @@ def run(args: argparse.Namespace) -> int:
     else:
         print(result.summary())
     return 0
-
-
-def per_class_by_name(per_class_ap: dict[int, float], names: dict[int, str]) -> dict[str, float]:
-    """{category name: AP}; a name shared by several ids gets ' (id)' appended so that none is lost."""
-    counts: dict[str, int] = {}
-    for cat in per_class_ap:
-        counts[names.get(cat, str(cat))] = counts.get(names.get(cat, str(cat)), 0) + 1
-    out = {}
-    for cat, ap in per_class_ap.items():
-        name = names.get(cat, str(cat))
-        out[name if counts[name] == 1 else f"{name} ({cat})"] = ap
-    return out

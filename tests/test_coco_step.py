@@ -1,0 +1,262 @@
+"""detval.coco_step: --save-json's predictions file and COCO metrics, on real coco128 detections of yolov5n.
+
+The detections come from one real model run at imgsz 160 (a few seconds); every COCO number is checked against
+pycocotools on the written file, and a two-rank run against the single process."""
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from detval import dist
+from detval.api import gather_outputs
+from detval.coco_format import COCO80_NAMES, COCO80_TO_91, yolo_labels_to_coco_gt
+from detval.coco_step import (CocoGt, coco_class_map, coco_ground_truth, evaluate_rank, finish_coco,
+                              predictions_json_path, rank_coco_part, read_coco_json_split, records_with_labels)
+from detval.config import ValConfig
+from detval.data import ImageRecord
+from detval.engine import RankOutput, StatsAccumulator, prepare, run_batches
+from detval.errors import DetvalError
+from detval.metrics.coco_eval import STAT_NAMES, merge
+from detval.metrics.coco_reference import reference_evaluate
+from detval.model import load_model
+
+quiet = lambda *a, **k: None  # noqa: E731
+
+
+@pytest.fixture(scope="module")
+def run(data_dir):
+    """(cfg, prep, RankOutput of the whole run) for yolov5n on coco128 at imgsz 160, as rank_main computes it."""
+    cfg = ValConfig(weights=str(data_dir / "weights" / "yolov5n.pt"), data=str(data_dir / "coco128" / "coco128.yaml"),
+                    imgsz=160, workers=0, quiet=True, plots=False, save_json=True)
+    loaded = load_model(cfg.weights, None, device=torch.device("cpu"))
+    prep = prepare(cfg, int(loaded.stride.max()))
+    acc = StatsAccumulator(cfg, prep.nc)
+    run_batches(prep, loaded.model, range(len(prep.plan.batch_shapes)), torch.device("cpu"), cfg, acc)
+    return cfg, prep, acc.output()
+
+
+def _single(gt: CocoGt, out: RankOutput, pred_json: Path) -> dict | None:
+    ctx = dist.single_process_context()
+    part = rank_coco_part(ctx, gt, out)
+    return finish_coco(gt, gather_outputs(ctx, out), part, pred_json, quiet)
+
+
+def _yolov5_save_one_json(predn: torch.Tensor, stem: str, class_map) -> list[dict]:
+    """val.py v7.0's save_one_json, restated with torch ops on its float32 predn [N, 6] (xyxy, conf, cls)."""
+    image_id = int(stem) if stem.isnumeric() else stem
+    x = predn[:, :4]
+    box = torch.stack(((x[:, 0] + x[:, 2]) / 2, (x[:, 1] + x[:, 3]) / 2, x[:, 2] - x[:, 0], x[:, 3] - x[:, 1]), 1)
+    box[:, :2] -= box[:, 2:] / 2
+    return [{"image_id": image_id, "category_id": class_map[int(p[5])], "bbox": [round(v, 3) for v in b],
+             "score": round(p[4], 5)} for p, b in zip(predn.tolist(), box.tolist())]
+
+
+def test_predictions_json_is_val_pys_and_metrics_equal_pycocotools(run, tmp_path):
+    cfg, prep, out = run
+    gt = coco_ground_truth(cfg.data, None, prep.records, prep.names)
+    assert gt.class_map[:80] == list(COCO80_TO_91) and isinstance(gt.source, dict)
+    pred_json = predictions_json_path(tmp_path, cfg.weights)
+    assert pred_json.name == "yolov5n_predictions.json"
+    coco = _single(gt, out, pred_json)
+
+    # the file, byte for byte: val.py's jdict in plan order (json.dump, default separators)
+    expected, start = [], 0
+    for i, n in zip(out.image_ids.tolist(), out.det_counts.tolist()):
+        predn = torch.cat((out.det["boxes"][start:start + n], out.det["conf"][start:start + n, None],
+                           out.det["cls"][start:start + n, None]), 1)
+        expected += _yolov5_save_one_json(predn, prep.records[i].path.stem, COCO80_TO_91)
+        start += n
+    assert len(expected) > 1000
+    assert pred_json.read_text() == json.dumps(expected)
+
+    # the numbers: pycocotools on that file and the in-memory GT
+    ref = reference_evaluate("pycocotools", gt.source, pred_json)
+    np.testing.assert_allclose(coco["stats"], ref.stats, rtol=0, atol=1e-12)
+    assert 0.05 < coco["stats"][0] < coco["stats"][1] < 1
+    names = {c: n for c, n in zip(COCO80_TO_91, COCO80_NAMES)}
+    assert coco["per_class_ap"] == pytest.approx({names[c]: ap for c, ap in ref.per_class_ap.items()}, abs=1e-12)
+    assert coco["per_class_ap"]["giraffe"] > 0.3 and coco["per_class_ap"]["toaster"] == -1  # no toaster in coco128
+
+
+def test_reference_backends_give_the_same_numbers(run, tmp_path):
+    cfg, prep, out = run
+    ours = _single(coco_ground_truth(cfg.data, None, prep.records, prep.names), out, tmp_path / "a.json")
+    gt = coco_ground_truth(cfg.data, None, prep.records, prep.names, backend="pycocotools")
+    assert rank_coco_part(dist.single_process_context(), gt, out) is None    # ranks skip their part
+    lines = []
+    theirs = finish_coco(gt, gather_outputs(dist.single_process_context(), out), None, tmp_path / "b.json",
+                         lambda *a, **k: lines.append(" ".join(map(str, a))))
+    np.testing.assert_allclose(theirs["stats"], ours["stats"], rtol=0, atol=1e-12)
+    assert theirs["per_class_ap"] == pytest.approx(ours["per_class_ap"], abs=1e-12)
+    assert (tmp_path / "a.json").read_bytes() == (tmp_path / "b.json").read_bytes()
+    text = "\n".join(lines)
+    assert "Evaluating pycocotools mAP... saving" in text
+    assert f"maxDets=100 ] = {ours['stats'][0]:0.3f}" in text and text.count("Average") == len(STAT_NAMES)
+    with pytest.raises(DetvalError, match="coco-backend"):
+        coco_ground_truth(cfg.data, None, prep.records, prep.names, backend="nope")
+
+
+def _rank_fn(ctx: dist.DistContext, data: str, records, names, out: RankOutput, pred_json: str):
+    """One rank of a run: this rank's images are every world_size-th batch's (as a static split would give)."""
+    gt = coco_ground_truth(data, None, records, names)
+    mine = torch.tensor([(i // 7) % ctx.world_size == ctx.rank for i in out.image_ids.tolist()])
+    part = rank_coco_part(ctx, gt, _subset(out, mine))
+    merged = gather_outputs(ctx, _subset(out, mine))
+    if not ctx.is_main:
+        return None
+    return finish_coco(gt, merged, part, Path(pred_json), quiet)
+
+
+def _subset(out: RankOutput, keep: torch.Tensor) -> RankOutput:
+    """The images with keep[i] (in out's order), with their detection and label rows."""
+    det_keep = torch.repeat_interleave(keep, out.det_counts)
+    lab_keep = torch.repeat_interleave(keep, out.label_counts)
+    return RankOutput(out.image_ids[keep], out.det_counts[keep], {k: v[det_keep] for k, v in out.det.items()},
+                      out.label_counts[keep], {k: v[lab_keep] for k, v in out.labels.items()}, out.confusion,
+                      dict(out.seconds), out.batches)
+
+
+def test_two_ranks_equal_one(run, tmp_path):
+    cfg, prep, out = run
+    one = _rank_fn(dist.single_process_context(), cfg.data, prep.records, prep.names, out, str(tmp_path / "1.json"))
+    two = dist.launch(_rank_fn, (cfg.data, prep.records, prep.names, out, str(tmp_path / "2.json")), world_size=2,
+                      threads_per_rank=1)
+    assert two == one
+    assert (tmp_path / "1.json").read_bytes() == (tmp_path / "2.json").read_bytes()
+
+
+def test_rank_parts_merge_to_the_whole_even_when_a_rank_has_no_images(run):
+    cfg, prep, out = run
+    gt = coco_ground_truth(cfg.data, None, prep.records, prep.names)
+    whole = evaluate_rank(gt, out.image_ids, out.det_counts, out.det)
+    n = len(out.image_ids)
+    parts = []
+    for keep in (torch.arange(n) % 3 == 0, torch.arange(n) % 3 != 0, torch.zeros(n, dtype=torch.bool)):
+        sub = _subset(out, keep)
+        parts.append(evaluate_rank(gt, sub.image_ids, sub.det_counts, sub.det))
+    merged = merge(parts)
+    for name in whole.__dataclass_fields__:
+        np.testing.assert_array_equal(getattr(merged, name), getattr(whole, name), err_msg=name)
+
+
+def test_no_detections_writes_nothing(run, tmp_path):
+    cfg, prep, out = run
+    gt = coco_ground_truth(cfg.data, None, prep.records, prep.names)
+    empty = _subset(out, torch.zeros(len(out.image_ids), dtype=torch.bool))
+    none = RankOutput(out.image_ids, torch.zeros_like(out.det_counts), empty.det, out.label_counts, out.labels,
+                      out.confusion)
+    assert _single(gt, none, tmp_path / "p.json") is None
+    assert not (tmp_path / "p.json").exists()
+
+
+def _coco128_instances(prep, image_id=lambda i, stem: int(stem)) -> dict:
+    """coco128's labels as a COCO instances dict (91-ids), plus crowd 'person' boxes over the first ten images and
+    one image that is not there."""
+    records = sorted(prep.records, key=lambda r: str(r.path))
+    gt = yolo_labels_to_coco_gt(records, list(COCO80_NAMES), COCO80_TO_91)
+    ids = {img["id"]: image_id(k, str(img["id"]).zfill(12)) for k, img in enumerate(gt["images"])}
+    for img in gt["images"]:
+        img["id"] = ids[img["id"]]
+    for a in gt["annotations"]:
+        a["image_id"] = ids[a["image_id"]]
+    for img in gt["images"][:10]:
+        w, h = img["width"], img["height"]
+        gt["annotations"].append({"id": len(gt["annotations"]) + 1, "image_id": img["id"], "category_id": 1,
+                                  "bbox": [0.0, 0.0, float(w), float(h)], "area": float(w * h), "iscrowd": 1})
+    gt["images"].append({"id": 999999, "file_name": "not_here.jpg", "width": 640, "height": 480})
+    return gt
+
+
+def test_coco_json_input(run, data_dir, tmp_path):
+    """--data instances.json --images DIR: records as the YAML scan reads them; image ids from the JSON (not the
+    stems); crowds and GT-only images as pycocotools sees them."""
+    cfg, prep, out = run
+    images = data_dir / "coco128" / "images" / "train2017"
+    instances = tmp_path / "instances.json"
+    instances.write_text(json.dumps(_coco128_instances(prep, image_id=lambda k, stem: 5000 + 3 * k)))
+
+    split = read_coco_json_split(instances, images)
+    assert len(split.records) == 128 and [e.file for e in split.excluded] == [str(images / "not_here.jpg")]
+    assert split.names == list(COCO80_NAMES) and split.class_map == list(COCO80_TO_91)
+    assert "126 images, 2 backgrounds, 1 missing" in split.scan_summary
+    scanned = {str(r.path): r for r in prep.records}
+    for r in split.records:
+        s = scanned[str(r.path)]
+        assert r.shape_hw == s.shape_hw
+        np.testing.assert_allclose(r.labels, s.labels, atol=2e-6)
+
+    gt = coco_ground_truth(instances, images, prep.records, split.names)
+    assert gt.source == str(instances) and min(gt.record_ids) >= 5000 and (gt.record_index >= 0).all()
+    coco = _single(gt, out, tmp_path / "pred.json")
+    ref = reference_evaluate("pycocotools", instances, tmp_path / "pred.json",
+                             img_ids=sorted(gt.record_ids))
+    np.testing.assert_allclose(coco["stats"], ref.stats, rtol=0, atol=1e-12)
+    no_crowd = _single(coco_ground_truth(cfg.data, None, prep.records, prep.names), out, tmp_path / "b.json")
+    assert coco["stats"][0] > no_crowd["stats"][0]   # the crowds turned unmatched 'person' detections ignored
+
+
+def test_annotations_file_beside_a_data_yaml_is_used(run, data_dir, tmp_path):
+    """val.py's anno_json: <path>/annotations/instances_val2017.json; image ids from the numeric stems."""
+    cfg, prep, out = run
+    (tmp_path / "annotations").mkdir()
+    (tmp_path / "annotations" / "instances_val2017.json").write_text(json.dumps(_coco128_instances(prep)))
+    data = tmp_path / "data.yaml"
+    data.write_text(yaml.safe_dump({"path": str(tmp_path), "val": str(data_dir / "coco128" / "images" / "train2017"),
+                                    "names": dict(enumerate(COCO80_NAMES))}))
+    gt = coco_ground_truth(data, None, prep.records, prep.names)
+    assert gt.source == str(tmp_path / "annotations" / "instances_val2017.json")
+    assert gt.record_ids == [int(r.path.stem) for r in prep.records]
+    coco = _single(gt, out, tmp_path / "pred.json")
+    ref = reference_evaluate("pycocotools", gt.source, tmp_path / "pred.json", img_ids=gt.record_ids)
+    np.testing.assert_allclose(coco["stats"], ref.stats, rtol=0, atol=1e-12)
+
+
+def test_single_cls_and_records_from_a_raw_cache(run, tmp_path):
+    cfg, prep, out = run
+    bare = [ImageRecord(r.path, r.shape_hw, np.zeros((0, 5), np.float32)) for r in prep.records]
+    relabelled = records_with_labels(cfg.data, None, bare, prep.nc)
+    for a, b in zip(relabelled, prep.records):
+        np.testing.assert_array_equal(a.labels, b.labels)
+    gt = coco_ground_truth(cfg.data, None, relabelled, prep.names, single_cls=True)
+    assert gt.gt.category_ids.tolist() == [1] and gt.names == {1: "item"}
+    assert len(gt.gt.ann_ids) == sum(len(r.labels) for r in prep.records)
+    one_class = replace(out, det={**out.det, "cls": torch.zeros_like(out.det["cls"])})
+    coco = _single(gt, one_class, tmp_path / "p.json")
+    ref = reference_evaluate("pycocotools", gt.source, tmp_path / "p.json")
+    np.testing.assert_allclose(coco["stats"], ref.stats, rtol=0, atol=1e-12)
+    assert list(coco["per_class_ap"]) == ["item"]
+
+
+def test_class_map_rule():
+    assert coco_class_map(COCO80_NAMES) == (list(COCO80_TO_91), True)
+    assert coco_class_map(["a", "b"], [Path("/d/coco/val2017.txt")])[1]
+    ids, is_coco = coco_class_map(["a", "b"], [Path("/d/other/val2017.txt")])
+    assert not is_coco and ids[:3] == [0, 1, 2] and len(ids) == 1000
+    assert coco_class_map(list(COCO80_NAMES[::-1]))[1] is False
+
+
+def test_two_images_with_one_id_are_refused(run, tmp_path):
+    cfg, prep, _ = run
+    a, b = prep.records[:2]
+    twin = ImageRecord(tmp_path / a.path.name, b.shape_hw, b.labels)
+    with pytest.raises(DetvalError, match="both be COCO image id"):
+        coco_ground_truth(cfg.data, None, [a, twin], prep.names)
+
+
+def test_coco_json_image_of_another_size_is_excluded(data_dir, tmp_path):
+    images = data_dir / "coco128" / "images" / "train2017"
+    (tmp_path / "i.json").write_text(json.dumps({
+        "images": [{"id": 1, "file_name": "000000000009.jpg", "width": 640, "height": 480},
+                   {"id": 2, "file_name": "000000000025.jpg", "width": 640, "height": 480}],  # really 640x426
+        "categories": [{"id": 1, "name": "person"}], "annotations": []}))
+    split = read_coco_json_split(tmp_path / "i.json", images)
+    assert [r.path.name for r in split.records] == ["000000000009.jpg"]
+    assert "is 640x426" in split.excluded[0].reason and "says 640x480" in split.excluded[0].reason
+    with pytest.raises(DetvalError, match="--images"):
+        read_coco_json_split(tmp_path / "i.json", None)
