@@ -14,9 +14,11 @@ from tqdm import tqdm
 from detval import dist
 from detval.cache.raw_outputs import STORE_CONF, RawCache, RawKey, images_digest
 from detval.config import ValConfig, increment_path
+from detval.coco_step import (coco_ground_truth, finish_coco, predictions_json_path, rank_coco_part,
+                               records_with_labels)
 from detval.devices import parse_devices
-from detval.engine import (Prepared, RankOutput, StatsAccumulator, add_cached_batches, prepare, prepare_from_raw,
-                           run_batches, summarize)
+from detval.engine import (PREFETCH, Prepared, RankOutput, StatsAccumulator, add_cached_batches, loader_workers,
+                           plan_digest, prepare, prepare_from_raw, run_batches, summarize)
 from detval.errors import DetvalError
 from detval.model import check_nc, load_model
 from detval.report.table import speed_line, table_header, table_rows
@@ -74,8 +76,10 @@ def rank_main(ctx: dist.DistContext, cfg: ValConfig) -> ValResult | None:
         _check_eval_thresholds(cfg, raw)
         prep = prepare_from_raw(raw.meta)
     say(prep.scan_summary)
+    dist.check_same(ctx, plan_digest(prep), "the images, labels and batch plan")
     for e in prep.excluded:
         say(f"WARNING: excluded {e.file}: {e.reason}", file=sys.stderr)
+    coco_gt = _coco_ground_truth(cfg, prep, raw) if cfg.save_json else None
 
     n_batches = len(prep.plan.batch_shapes)
     done = sorted(raw.done_batches()) if raw is not None else []
@@ -91,22 +95,35 @@ def rank_main(ctx: dist.DistContext, cfg: ValConfig) -> ValResult | None:
     bar = tqdm(total=len(prep.records), desc=table_header(), bar_format="{l_bar}{bar:10}{r_bar}",
                disable=not ctx.is_main or cfg.quiet, file=sys.stderr)
 
-    def on_batch(n_images: int) -> None:
-        total = counter.add(n_images)
+    def show(total: int) -> None:
         if ctx.is_main:
             bar.n = min(total, bar.total)
             bar.refresh()
 
+    def on_batch(n_images: int) -> None:
+        show(counter.add(n_images))
+
+    t_work = time.perf_counter()
     cached = [done[i] for i in dist.static_split(len(done), ctx.rank, ctx.world_size)]
     if cached:
         add_cached_batches(raw, cached, acc, on_batch)
     if todo:
         model = loaded.model.half() if cfg.half else loaded.model
+        if cfg.channels_last:
+            model.use_channels_last()
         if cfg.dp and ctx.device.type == "cuda":
             model = torch.nn.DataParallel(model, device_ids=[d.index for d in parse_devices(cfg.device)])
-        batches = (todo[i] for i in dist.iter_batches(ctx, len(todo), cfg.schedule))
-        run_batches(prep, model, batches, ctx.device, cfg, acc, raw, on_batch)
-    merged = gather_outputs(ctx, acc.output())
+        lookahead = PREFETCH * loader_workers(cfg, ctx.world_size)
+        batches = (todo[i] for i in dist.iter_batches(ctx, len(todo), cfg.schedule, lookahead=lookahead))
+        run_batches(prep, model, batches, ctx.device, cfg, acc, raw, on_batch, ctx.world_size)
+    busy_s = time.perf_counter() - t_work
+    if ctx.is_main and ctx.is_distributed and not bar.disable:  # keep the bar moving while the others finish
+        counter.wait_for(len(prep.records), on_total=show)
+    out = acc.output()
+    per_rank = dist.gather_objects(ctx, (len(out.image_ids), out.batches, busy_s))
+    coco_part = rank_coco_part(ctx, coco_gt, out)
+    merged = gather_outputs(ctx, out)
+    wall_s = time.perf_counter() - t_work
     bar.n = bar.total
     bar.close()
     if not ctx.is_main:
@@ -117,6 +134,11 @@ def rank_main(ctx: dist.DistContext, cfg: ValConfig) -> ValResult | None:
     for line in table_rows(result, cfg.verbose):
         say(line)
     say(speed_line(result.speed_ms, cfg.batch_size, prep.imgsz))
+    scaling = dist.run_scaling(dist.rank_loads(per_rank), wall_s)
+    result.distributed = scaling.to_json()  # one rank too: benchmarks compare batch-phase throughput
+    if ctx.is_distributed:
+        for line in dist.summary_lines(scaling):
+            say(line)
     run_dir = increment_path(Path(cfg.project) / cfg.name, cfg.exist_ok)
     run_dir.mkdir(parents=True, exist_ok=True)
     result.run_dir = run_dir
@@ -125,6 +147,8 @@ def rank_main(ctx: dist.DistContext, cfg: ValConfig) -> ValResult | None:
                         cfg.save_conf)
     weights = ({"path": str(cfg.weights), "sha256": loaded.sha256} if loaded is not None
                else {"path": raw.meta.get("weights", ""), "sha256": raw.key.weights_sha256})
+    if coco_gt is not None:
+        result.coco = finish_coco(coco_gt, merged, coco_part, predictions_json_path(run_dir, weights["path"]), say)
     write_run_files(run_dir, cfg, result, metrics, merged.confusion, weights, merged.det["cls"].numpy())
     say(f"Results saved to {run_dir}")
     return result
@@ -134,12 +158,23 @@ def _open_raw_cache(cfg: ValConfig, weights_sha256: str, prep: Prepared) -> RawC
     key = RawKey(weights_sha256=weights_sha256, images_sha256=images_digest(prep.records), imgsz=prep.imgsz,
                  batch_size=cfg.batch_size, task=cfg.task, half=cfg.half,
                  store_conf=min(cfg.conf_thres, STORE_CONF))
-    meta = {"weights": str(cfg.weights), "data": str(cfg.data), "names": list(prep.names), "nc": prep.nc,
+    meta = {"weights": str(cfg.weights), "data": str(cfg.data), "images_dir": cfg.images,
+            "names": list(prep.names), "nc": prep.nc,
             "imgsz": prep.imgsz, "scan_summary": prep.scan_summary,
             "images": [str(r.path) for r in prep.records], "shapes_hw": [list(r.shape_hw) for r in prep.records],
             "batch_shapes": prep.plan.batch_shapes.tolist(), "batch_of": prep.plan.batch_of.tolist(),
             "excluded": [[e.file, e.reason] for e in prep.excluded]}
     return RawCache(cfg.save_raw, key, meta)
+
+
+def _coco_ground_truth(cfg: ValConfig, prep: Prepared, raw: RawCache | None):
+    """The COCO ground truth of a --save-json run (every rank builds it, before any inference). A re-evaluation
+    reads the dataset named in the cache's manifest again, for the labels the manifest does not hold."""
+    if cfg.weights:
+        return coco_ground_truth(cfg.data, cfg.images, prep.records, prep.names, cfg.single_cls, cfg.coco_backend)
+    data, images = raw.meta["data"], raw.meta.get("images_dir")
+    records = records_with_labels(data, images, prep.records, prep.nc)
+    return coco_ground_truth(data, images, records, prep.names, cfg.single_cls, cfg.coco_backend)
 
 
 def _check_eval_thresholds(cfg: ValConfig, raw: RawCache) -> None:

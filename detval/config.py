@@ -38,6 +38,8 @@ class ValConfig:
     coco_backend: str = "detval"
     save_raw: str | None = None  # raw-output cache folder (re-evaluation, resume)
     cache: str | None = None  # image cache: ram or disk
+    cache_dir: str | None = None  # disk image cache folder (default $DETVAL_CACHE_DIR, else ~/.cache/detval/images)
+    channels_last: bool = False  # NHWC convolutions: faster on some CPUs, NOT exact (see DetectionModel)
     quiet: bool = False
 
     def __post_init__(self) -> None:
@@ -51,6 +53,7 @@ class ValConfig:
             (self.nproc > 0, f"--nproc must be positive, got {self.nproc}"),
             (self.cache in (None, "ram", "disk"), f"--cache must be ram or disk, got {self.cache}"),
             (self.schedule in ("dynamic", "static"), f"--schedule must be dynamic or static, got {self.schedule}"),
+            (self.workers >= 0, f"--workers must be >= 0, got {self.workers}"),
         ]
         for ok, message in checks:
             if not ok:

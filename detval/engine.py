@@ -5,6 +5,7 @@
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import time
 from dataclasses import dataclass, field
@@ -14,6 +15,8 @@ import numpy as np
 import torch
 
 from detval import dist
+from detval.cache.images import open_image_cache
+from detval.coco_step import is_coco_json, read_coco_json_split
 from detval.config import ValConfig
 from detval.data import (BatchPlan, DataError, ImageRecord, ValDataset, batch_indices, collate, list_images,
                          load_data_config, rect_batch_plan, scan_images, square_batch_plan)
@@ -56,19 +59,30 @@ class RankOutput:
     batches: int = 0
 
 
+PREFETCH = 2  # batches each DataLoader worker loads ahead (torch's default prefetch_factor)
+
+
 def make_divisible(x: int, divisor: int) -> int:
     return int(np.ceil(x / divisor) * divisor)
 
 
 def prepare(cfg: ValConfig, stride: int) -> Prepared:
     """Read the dataset up front: every bad file is found here, before any inference."""
-    data = load_data_config(cfg.data)
-    split = "val" if cfg.task in ("val", "speed") else cfg.task
-    sources = getattr(data, split)
-    if not sources:
-        raise DataError(f"{cfg.data}: no '{split}' split")
-    scan = scan_images(list_images(sources), data.nc)
-    records = list(scan.records)
+    if is_coco_json(cfg.data):
+        split = read_coco_json_split(cfg.data, cfg.images)
+        records, excluded, names, summary = list(split.records), list(split.excluded), split.names, split.scan_summary
+    else:
+        data = load_data_config(cfg.data)
+        split_name = "val" if cfg.task in ("val", "speed") else cfg.task
+        sources = getattr(data, split_name)
+        if not sources:
+            raise DataError(f"{cfg.data}: no '{split_name}' split")
+        scan = scan_images(list_images(sources), data.nc)
+        records, excluded, names = list(scan.records), list(scan.excluded), data.names
+        summary = (f"{split_name}: Scanning {', '.join(str(s) for s in sources)}... {scan.n_found_labels} images, "
+                   f"{scan.n_missing + scan.n_empty} backgrounds, {scan.n_corrupt} corrupt")
+    if not records:
+        raise DataError(f"{cfg.data}: no usable image" + (f" ({len(excluded)} excluded)" if excluded else ""))
     if cfg.single_cls:
         records = [r.__class__(r.path, r.shape_hw, _single_class(r.labels)) for r in records]
     imgsz = make_divisible(cfg.imgsz, stride)
@@ -78,9 +92,19 @@ def prepare(cfg: ValConfig, stride: int) -> Prepared:
     else:
         plan = rect_batch_plan(shapes, cfg.batch_size, imgsz, stride, pad=0.5)
     records = [records[i] for i in plan.order]
-    summary = (f"{split}: Scanning {', '.join(str(s) for s in sources)}... {scan.n_found_labels} images, "
-               f"{scan.n_missing + scan.n_empty} backgrounds, {scan.n_corrupt} corrupt")
-    return Prepared(records, list(scan.excluded), data.names, data.nc, plan, imgsz, summary)
+    return Prepared(records, excluded, list(names), len(names), plan, imgsz, summary)
+
+
+def plan_digest(prep: Prepared) -> str:
+    """What every rank must agree on before batch ids mean the same images everywhere: the image paths, sizes and
+    labels in plan order, and the batch plan (no file times: nodes may hold copies)."""
+    h = hashlib.sha256()
+    for r in prep.records:
+        h.update(f"{r.path}|{tuple(r.shape_hw)}|".encode())
+        h.update(np.ascontiguousarray(r.labels, dtype=np.float32).tobytes())
+    h.update(np.ascontiguousarray(prep.plan.batch_of, dtype=np.int64).tobytes())
+    h.update(np.ascontiguousarray(prep.plan.batch_shapes, dtype=np.int64).tobytes())
+    return h.hexdigest()
 
 
 def prepare_from_raw(meta: dict) -> Prepared:
@@ -152,14 +176,14 @@ class StatsAccumulator:
 
 
 def run_batches(prep: Prepared, model: torch.nn.Module, batch_ids, device: torch.device, cfg: ValConfig,
-                acc: StatsAccumulator, raw_cache: RawCache | None = None, on_batch=None) -> None:
+                acc: StatsAccumulator, raw_cache: RawCache | None = None, on_batch=None, world_size: int = 1) -> None:
     """Run the model over the given whole batches (global batch ids) into acc; with raw_cache, store each batch."""
     cand_conf = min(cfg.conf_thres, STORE_CONF) if raw_cache is not None else cfg.conf_thres
-    dataset = ValDataset(prep.records, prep.plan, prep.imgsz)
-    workers = min(cfg.workers, os.cpu_count() or 1, cfg.batch_size if cfg.batch_size > 1 else 0)
+    dataset = ValDataset(prep.records, prep.plan, prep.imgsz, image_cache=open_image_cache(cfg.cache, cfg.cache_dir))
+    workers = loader_workers(cfg, world_size)
     loader = torch.utils.data.DataLoader(dataset, batch_sampler=_BatchSampler(prep.plan, batch_ids),
-                                         num_workers=workers, collate_fn=collate,
-                                         pin_memory=device.type == "cuda")
+                                         num_workers=workers, collate_fn=collate, pin_memory=device.type == "cuda",
+                                         prefetch_factor=PREFETCH if workers else None)
     seconds = acc.seconds
     with torch.inference_mode():
         for batch in loader:
@@ -189,6 +213,15 @@ def run_batches(prep: Prepared, model: torch.nn.Module, batch_ids, device: torch
                                 _batch_raw(batch.indices, cands, labels, batch.shapes))
             if on_batch is not None:
                 on_batch(len(dets))
+
+
+def loader_workers(cfg: ValConfig, world_size: int = 1) -> int:
+    """DataLoader worker processes for one rank, as YOLOv5 counts them (at most --workers, the cores shared by the
+    ranks, none for batch 1), and none with a RAM image cache (a worker would fill its own copy, lost when it ends).
+    On a small CPU machine `--workers 0` can be faster: the workers compete with the model's threads."""
+    if cfg.batch_size == 1 or cfg.cache == "ram":
+        return 0
+    return min(cfg.workers, max(1, (os.cpu_count() or 1) // world_size))
 
 
 def add_cached_batches(raw_cache: RawCache, batch_ids, acc: StatsAccumulator, on_batch=None) -> None:

@@ -13,7 +13,8 @@ results.json layout (a stable contract: `detval compare`, plots and tests read i
   "speed_ms_per_image": {"preprocess": float, "inference": float, "nms": float},
   "excluded": [{"file": str, "reason": str}],
   "coco": null | {"stats": [12 floats], "per_class_ap": {"<class name>": float}},
-  "distributed": null | {...per-rank summary...},
+  "distributed": {"world_size": int, "wall_s": float, "images_per_s": float, "busy_share": float,
+                  "ranks": [{"rank", "images", "batches", "busy_s", "images_per_s"}], ...},  # dist/summary.py
   "wall_seconds": float
 }
 """

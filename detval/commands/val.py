@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from detval.coco_format import BACKENDS
 from detval.config import ValConfig
 
 
@@ -31,14 +32,17 @@ def add_parser(sub) -> None:
     p.add_argument("--save-txt", action="store_true")
     p.add_argument("--save-conf", action="store_true")
     p.add_argument("--save-json", action="store_true")
-    p.add_argument("--coco-backend", default="detval", choices=["detval", "pycocotools", "faster-coco-eval"])
+    p.add_argument("--coco-backend", default="detval", choices=BACKENDS)
     p.add_argument("--half", action="store_true", help="FP16 inference")
     p.add_argument("--save-raw", metavar="DIR", help="store NMS candidates per batch (re-evaluation, resume)")
     p.add_argument("--cache", choices=["ram", "disk"], help="cache decoded, letterboxed images")
+    p.add_argument("--cache-dir", help="disk image cache folder (default $DETVAL_CACHE_DIR or ~/.cache/detval/images)")
+    p.add_argument("--channels-last", action="store_true", help="NHWC convolutions (faster on some CPUs; NOT exact)")
     p.add_argument("--no-plots", dest="plots", action="store_false")
     p.add_argument("--project", default="runs/val")
     p.add_argument("--name", default="exp")
     p.add_argument("--exist-ok", action="store_true")
+    p.add_argument("--quiet", action="store_true", help="print nothing but errors")
     p.set_defaults(run=run)
 
 
@@ -55,12 +59,14 @@ def add_eval_parser(sub) -> None:
     p.add_argument("--save-txt", action="store_true")
     p.add_argument("--save-conf", action="store_true")
     p.add_argument("--save-json", action="store_true")
+    p.add_argument("--coco-backend", default="detval", choices=BACKENDS)
     p.add_argument("--device", default="cpu", choices=["cpu"])
     p.add_argument("--nproc", type=int, default=1)
     p.add_argument("--no-plots", dest="plots", action="store_false")
     p.add_argument("--project", default="runs/val")
     p.add_argument("--name", default="exp")
     p.add_argument("--exist-ok", action="store_true")
+    p.add_argument("--quiet", action="store_true", help="print nothing but errors")
     p.set_defaults(run=run, weights="", data="")
 
 
