@@ -121,7 +121,7 @@ def rank_main(ctx: dist.DistContext, cfg: ValConfig) -> ValResult | None:
         counter.wait_for(len(prep.records), on_total=show)
     out = acc.output()
     per_rank = dist.gather_objects(ctx, (len(out.image_ids), out.batches, busy_s))
-    coco_part = rank_coco_part(ctx, coco_gt, out)
+    coco_acc = rank_coco_part(ctx, coco_gt, out)
     merged = gather_outputs(ctx, out)
     wall_s = time.perf_counter() - t_work
     bar.n = bar.total
@@ -148,7 +148,7 @@ def rank_main(ctx: dist.DistContext, cfg: ValConfig) -> ValResult | None:
     weights = ({"path": str(cfg.weights), "sha256": loaded.sha256} if loaded is not None
                else {"path": raw.meta.get("weights", ""), "sha256": raw.key.weights_sha256})
     if coco_gt is not None:
-        result.coco = finish_coco(coco_gt, merged, coco_part, predictions_json_path(run_dir, weights["path"]), say)
+        result.coco = finish_coco(coco_gt, merged, coco_acc, predictions_json_path(run_dir, weights["path"]), say)
     write_run_files(run_dir, cfg, result, metrics, merged.confusion, weights, merged.det["cls"].numpy())
     say(f"Results saved to {run_dir}")
     return result

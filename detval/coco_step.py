@@ -1,8 +1,8 @@
 """The COCO part of a validation run (--save-json): YOLOv5's predictions JSON and COCO bbox metrics.
 
-    coco_ground_truth (every rank, before inference)  ->  rank_coco_part (every rank: its own images
-    evaluated, only the compact per-image results go to rank 0)  ->  finish_coco (rank 0: the JSON file,
-    accumulate + summarize, or a reference library on the JSON)
+    coco_ground_truth (every rank, before inference)  ->  rank_coco_part (every rank: its own images evaluated;
+    the compact per-image results regrouped by category, each rank accumulating its share of the categories)
+    ->  finish_coco (rank 0: the JSON file, summarize, or a reference library on the JSON)
 
 Which ground truth (as YOLOv5 v7.0 val.py where it has one):
 - `--data instances.json --images DIR`: that file, image ids from it (matched by file name);
@@ -32,8 +32,9 @@ from detval.data import load_data_config, scan_images
 from detval.data.coco_dataset import records_from_coco_json
 from detval.data.scan import ImageRecord, exif_size_hw
 from detval.errors import DetvalError
-from detval.metrics.coco_eval import (CocoParams, PerImageEval, accumulate, evaluate_images, format_summary,
-                                      per_class_ap, summarize)
+from detval.metrics.coco_eval import (CocoAccumulated, CocoParams, PerImageEval, accumulate, category_shares,
+                                      evaluate_images, format_summary, join_categories, per_class_ap,
+                                      select_categories, summarize)
 from detval.results import Excluded
 
 ANNOTATIONS_FILE = Path("annotations") / "instances_val2017.json"
@@ -285,18 +286,18 @@ def evaluate_rank(gt: CocoGt, image_ids: torch.Tensor, det_counts: torch.Tensor,
     return evaluate_images(gt.gt, dets, gt.gt.image_ids[mine[mine >= 0]].tolist(), gt.params)
 
 
-def gather_parts(ctx: dist.DistContext, part: PerImageEval) -> PerImageEval | None:
-    """Every rank's PerImageEval, merged on rank 0 (None elsewhere). Collective.
+def gather_parts(ctx: dist.DistContext, part: PerImageEval, dst: int = 0) -> PerImageEval | None:
+    """Every rank's PerImageEval, merged on rank dst (None elsewhere). Collective.
 
     Two ragged gathers keyed by image (GT groups, detection rows); sorting by image is exactly `merge`."""
     img = torch.from_numpy(part.img_index.astype(np.int64))
     g_counts = _rows_per_image(part.img_index, part.gt_img)
     d_counts = _rows_per_image(part.img_index, part.det_img)
     g = dist.gather_ragged(ctx, img, {"cat": torch.from_numpy(part.gt_cat),
-                                      "count": torch.from_numpy(part.gt_count)}, g_counts)
+                                      "count": torch.from_numpy(part.gt_count)}, g_counts, dst)
     d = dist.gather_ragged(ctx, img, {"cat": torch.from_numpy(part.det_cat), "rank": torch.from_numpy(part.det_rank),
                                       "score": torch.from_numpy(part.det_score),
-                                      "status": torch.from_numpy(part.det_status)}, d_counts)
+                                      "status": torch.from_numpy(part.det_status)}, d_counts, dst)
     if g is None or d is None:
         return None
     (ids, g_rows, g_n), (_, d_rows, d_n) = g, d
@@ -315,24 +316,36 @@ def _rows_per_image(img_index: np.ndarray, row_img: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(counts.astype(np.int64))
 
 
-def rank_coco_part(ctx: dist.DistContext, gt: CocoGt | None, out) -> PerImageEval | None:
-    """Every rank, before the run's results are gathered: evaluate this rank's images (out: engine.RankOutput)
-    and bring the per-image results to rank 0. None on other ranks, without a GT, or when a reference backend
-    will evaluate the JSON instead (all ranks know cfg.coco_backend, so all skip the collective together)."""
+def rank_coco_part(ctx: dist.DistContext, gt: CocoGt | None, out) -> CocoAccumulated | None:
+    """Every rank, before the run's results are gathered: COCOeval's evaluate and accumulate, spread over the ranks
+    (out: this rank's engine.RankOutput). Each rank evaluates its own images; the per-image results of every
+    world_size-th category go to one rank, which accumulates those categories; rank 0 joins the small accumulated
+    arrays. Returns them on rank 0; None on other ranks, without a GT, or when a reference backend will evaluate
+    the JSON instead (all ranks know cfg.coco_backend, so all skip the collectives together)."""
     if gt is None or gt.backend != "detval":
         return None
-    return gather_parts(ctx, evaluate_rank(gt, out.image_ids, out.det_counts, out.det))
+    part = evaluate_rank(gt, out.image_ids, out.det_counts, out.det)
+    params = gt.params
+    if not ctx.is_distributed:
+        return accumulate(part, params)
+    shares = category_shares(params, ctx.world_size)
+    mine = None
+    for r, share in enumerate(shares):
+        got = gather_parts(ctx, select_categories(part, share.cat_ids), dst=r)
+        mine = got if r == ctx.rank else mine
+    accumulated = dist.gather_objects(ctx, accumulate(mine, shares[ctx.rank]))
+    return join_categories(params, accumulated) if ctx.is_main else None
 
 
 # --- rank 0 ------------------------------------------------------------------------------------------------------
 
-def finish_coco(gt: CocoGt, merged, part: PerImageEval | None, pred_json: Path,
+def finish_coco(gt: CocoGt, merged, acc: CocoAccumulated | None, pred_json: Path,
                 say: Callable[..., None] = print) -> dict | None:
     """Rank 0: write the predictions JSON (merged: the gathered engine.RankOutput, plan order, as val.py's jdict),
     print and return COCO's metrics as results.json's "coco": {"stats": [12], "per_class_ap": {name: AP}}.
 
-    As val.py, nothing is written or evaluated when the run has no detection at all (returns None). part: the
-    merged rank_coco_part (backend detval); a reference backend reads the JSON's rows instead."""
+    As val.py, nothing is written or evaluated when the run has no detection at all (returns None). acc: what
+    rank_coco_part returned on rank 0 (backend detval); a reference backend reads the JSON's rows instead."""
     rows = coco_rows(gt, merged.image_ids, merged.det_counts, merged.det)
     if not len(rows.scores):
         return None
@@ -343,9 +356,8 @@ def finish_coco(gt: CocoGt, merged, part: PerImageEval | None, pred_json: Path,
     if gt.note:
         say(gt.note)
     if gt.backend == "detval":
-        if part is None:
-            raise ValueError("finish_coco: backend detval needs rank_coco_part's merged result")
-        acc = accumulate(part, gt.params)
+        if acc is None:
+            raise ValueError("finish_coco: backend detval needs rank_coco_part's result")
         stats, per_class = summarize(acc), per_class_ap(acc)
     else:
         from detval.metrics.coco_reference import reference_evaluate

@@ -83,6 +83,13 @@ def gather_shares(ctx: DistContext, cases: list[tuple[int, int, list[int]]]) -> 
     return results if ctx.is_main else None
 
 
+def gather_shares_to(ctx: DistContext, cases: list[tuple[int, int, list[int]]], dst: int) -> list | None:
+    """gather_shares onto rank dst; rank 0 returns what each rank got back (a list of results on dst, None
+    elsewhere)."""
+    results = [gather_ragged(ctx, *rank_share(seed, n, sizes, ctx.rank), dst=dst) for seed, n, sizes in cases]
+    return gather_objects(ctx, results if ctx.rank == dst else None)
+
+
 def describe_ranks(ctx: DistContext, tag: str) -> dict:
     """Rank 0 returns every rank's view of itself and the tag it was given."""
     me = {"rank": ctx.rank, "world_size": ctx.world_size, "backend": ctx.backend, "device": str(ctx.device),

@@ -13,8 +13,9 @@ from pycocotools.cocoeval import COCOeval
 
 from detval.coco_format import load_coco_dets, load_coco_gt
 from detval.metrics.coco_eval import (FP, IGNORED, STAT_NAMES, TP, CocoParams, PerImageEval, _min_count_reaching,
-                                      accumulate, box_iou_coco, coco_evaluate, evaluate_images, format_summary,
-                                      greedy_match, merge, summarize)
+                                      accumulate, box_iou_coco, category_shares, coco_evaluate, evaluate_images,
+                                      format_summary, greedy_match, join_categories, merge, select_categories,
+                                      summarize)
 from detval.metrics.coco_reference import reference_evaluate
 
 SPECS = {
@@ -96,6 +97,28 @@ def test_split_and_merge_equals_whole(synth):
     for name, arr in whole.as_arrays().items():
         np.testing.assert_array_equal(getattr(merged, name), arr, err_msg=name)
     np.testing.assert_array_equal(summarize(accumulate(merged, params)), summarize(accumulate(whole, params)))
+
+
+@pytest.mark.parametrize("n", [1, 3, 7])
+def test_accumulating_category_shares_apart_equals_the_whole(synth, n):
+    """Each category accumulates on its own: shares evaluated and accumulated apart join to the whole, bit for bit."""
+    _, _, gt, dets = synth
+    params = CocoParams.for_gt(gt)
+    whole = accumulate(evaluate_images(gt, dets, None, params), params)
+    shares = category_shares(params, n)
+    assert sorted(c for sh in shares for c in sh.cat_ids.tolist()) == params.cat_ids.tolist()
+    joined = join_categories(params, [accumulate(evaluate_images(gt, dets, None, sh), sh) for sh in shares[::-1]])
+    for name in ("precision", "recall", "scores"):
+        np.testing.assert_array_equal(getattr(joined, name), getattr(whole, name), err_msg=name)
+    np.testing.assert_array_equal(summarize(joined), summarize(whole))
+    per_image = evaluate_images(gt, dets, None, params)
+    for sh in shares:  # rows of a category share picked from the whole equal the share evaluated alone
+        picked, alone = select_categories(per_image, sh.cat_ids), evaluate_images(gt, dets, None, sh)
+        for name, arr in alone.as_arrays().items():
+            np.testing.assert_array_equal(getattr(picked, name), arr, err_msg=name)
+    if n > 1:  # a part with categories outside the target's
+        with pytest.raises(ValueError, match="categories"):
+            join_categories(shares[0], [whole])
 
 
 def test_merge_rejects_overlapping_parts():

@@ -122,13 +122,15 @@ def _subset(out: RankOutput, keep: torch.Tensor) -> RankOutput:
                       dict(out.seconds), out.batches)
 
 
-def test_two_ranks_equal_one(run, tmp_path):
+@pytest.mark.parametrize("world_size", [2, 3])
+def test_several_ranks_equal_one(run, tmp_path, world_size):
+    """Each rank evaluates its images and accumulates its share of the categories: the same numbers."""
     cfg, prep, out = run
     one = _rank_fn(dist.single_process_context(), cfg.data, prep.records, prep.names, out, str(tmp_path / "1.json"))
-    two = dist.launch(_rank_fn, (cfg.data, prep.records, prep.names, out, str(tmp_path / "2.json")), world_size=2,
-                      threads_per_rank=1)
-    assert two == one
-    assert (tmp_path / "1.json").read_bytes() == (tmp_path / "2.json").read_bytes()
+    many = dist.launch(_rank_fn, (cfg.data, prep.records, prep.names, out, str(tmp_path / "n.json")),
+                       world_size=world_size, threads_per_rank=1)
+    assert many == one
+    assert (tmp_path / "1.json").read_bytes() == (tmp_path / "n.json").read_bytes()
 
 
 def test_rank_parts_merge_to_the_whole_even_when_a_rank_has_no_images(run):

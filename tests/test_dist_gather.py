@@ -54,3 +54,10 @@ def test_gather_ragged_round_trips_bit_identically_in_global_order(world_size, s
     results = launch(dist_workers.gather_shares, (cases,), world_size=world_size, timeout_s=60, run_timeout_s=60)
     for (seed, n_images, _), got in zip(cases, results):
         assert_bit_identical(got, dist_workers.make_ragged(seed, n_images))
+
+
+def test_gather_ragged_onto_another_rank():
+    cases = [(20, 9, [4, 0, 5])]
+    seen = launch(dist_workers.gather_shares_to, (cases, 2), world_size=3, timeout_s=60, run_timeout_s=60)
+    assert seen[0] is None and seen[1] is None
+    assert_bit_identical(seen[2][0], dist_workers.make_ragged(20, 9))

@@ -53,13 +53,14 @@ def sort_by_image(image_ids: Tensor, rows: dict[str, Tensor], counts: Tensor) ->
     return sorted_ids, {k: v[row_order] for k, v in rows.items()}, counts[order]
 
 
-def gather_ragged(ctx: DistContext, image_ids: Tensor, rows: dict[str, Tensor], counts: Tensor) -> Ragged | None:
-    """All ranks' ragged statistics, concatenated and sorted by image id, on rank 0; None elsewhere.
+def gather_ragged(ctx: DistContext, image_ids: Tensor, rows: dict[str, Tensor], counts: Tensor,
+                  dst: int = 0) -> Ragged | None:
+    """All ranks' ragged statistics, concatenated and sorted by image id, on rank dst; None elsewhere.
 
     Arguments as in `sort_by_image`, for this rank's images only (n may be 0). Every rank must
     pass the same row names; a name's dtype and trailing shape must agree between ranks that
     have rows for it (a rank without rows may pass any empty tensor). Dtypes are preserved
-    exactly; results are on the device of rank 0's image_ids. Collective: every rank calls it.
+    exactly; results are on the device of rank dst's image_ids. Collective: every rank calls it.
     """
     _check_ragged(image_ids, rows, counts)
     if not ctx.is_distributed:
@@ -74,10 +75,10 @@ def gather_ragged(ctx: DistContext, image_ids: Tensor, rows: dict[str, Tensor], 
     parts = [image_ids, counts] + [rows[k] for k in names]
     if mine.nbytes:
         packed[:mine.nbytes] = torch.cat([_as_bytes(t).to(ctx.collective_device) for t in parts])
-    received = [torch.empty_like(packed) for _ in layouts] if ctx.is_main else None
+    received = [torch.empty_like(packed) for _ in layouts] if ctx.rank == dst else None
     if size:  # gloo rejects empty buffers; every rank knows size, so all skip together
-        dist.gather(packed, received, dst=0)
-    if not ctx.is_main:
+        dist.gather(packed, received, dst=dst)
+    if ctx.rank != dst:
         return None
     if not size:
         return sort_by_image(image_ids, rows, counts)

@@ -19,7 +19,7 @@ Parity notes (each reproduces pycocotools 2.0.x, cocoeval.py / maskApi.c):
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -501,6 +501,36 @@ def accumulate(per_image: PerImageEval, params: CocoParams) -> CocoAccumulated:
             recall[:, k, areas, m] = rc_end.T
             precision[:, :, k, areas, m] = q.transpose(1, 2, 0)
             scores[:, :, k, areas, m] = ss.transpose(1, 2, 0)
+    return CocoAccumulated(params, precision, recall, scores)
+
+
+def select_categories(per_image: PerImageEval, cat_ids: np.ndarray) -> PerImageEval:
+    """The rows of per_image whose category is in cat_ids (images kept): what evaluate_images gives for them."""
+    g = np.isin(per_image.gt_cat, cat_ids)
+    d = np.isin(per_image.det_cat, cat_ids)
+    return PerImageEval(per_image.img_index, per_image.gt_img[g], per_image.gt_cat[g], per_image.gt_count[g],
+                        per_image.det_img[d], per_image.det_cat[d], per_image.det_rank[d], per_image.det_score[d],
+                        per_image.det_status[d])
+
+
+def category_shares(params: CocoParams, n: int) -> list[CocoParams]:
+    """params split into n category subsets (every n-th category), for accumulating in n processes: each category
+    is accumulated on its own, so `join_categories` of the shares' results equals accumulate over all of them."""
+    return [replace(params, cat_ids=params.cat_ids[r::n]) for r in range(n)]
+
+
+def join_categories(params: CocoParams, parts: list[CocoAccumulated]) -> CocoAccumulated:
+    """CocoAccumulated of disjoint category subsets (each part's params.cat_ids within params.cat_ids) -> the one
+    accumulate(.., params) gives; categories no part holds stay -1."""
+    T, R, K = len(params.iou_thrs), len(params.rec_thrs), len(params.cat_ids)
+    A, M = len(params.area_rngs), len(params.max_dets)
+    precision, scores = -np.ones((T, R, K, A, M)), -np.ones((T, R, K, A, M))
+    recall = -np.ones((T, K, A, M))
+    for part in parts:
+        k = np.searchsorted(params.cat_ids, part.params.cat_ids)
+        if not np.array_equal(params.cat_ids[np.minimum(k, K - 1)], part.params.cat_ids):
+            raise ValueError("join_categories: a part has categories that params lacks")
+        precision[:, :, k], scores[:, :, k], recall[:, k] = part.precision, part.scores, part.recall
     return CocoAccumulated(params, precision, recall, scores)
 
 
