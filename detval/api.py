@@ -73,13 +73,14 @@ def rank_main(ctx: dist.DistContext, cfg: ValConfig) -> ValResult | None:
         raw = _open_raw_cache(cfg, loaded.sha256, prep) if cfg.save_raw else None
     else:
         raw = RawCache.open_existing(cfg.save_raw)
+        cfg = _as_cached(cfg, raw)
         _check_eval_thresholds(cfg, raw)
         prep = prepare_from_raw(raw.meta)
     say(prep.scan_summary)
     dist.check_same(ctx, plan_digest(prep), "the images, labels and batch plan")
     for e in prep.excluded:
         say(f"WARNING: excluded {e.file}: {e.reason}", file=sys.stderr)
-    coco_gt = _coco_ground_truth(cfg, prep, raw) if cfg.save_json else None
+    coco_gt = _coco_ground_truth(cfg, prep) if cfg.save_json else None
 
     n_batches = len(prep.plan.batch_shapes)
     done = sorted(raw.done_batches()) if raw is not None else []
@@ -158,7 +159,7 @@ def _open_raw_cache(cfg: ValConfig, weights_sha256: str, prep: Prepared) -> RawC
     key = RawKey(weights_sha256=weights_sha256, images_sha256=images_digest(prep.records), imgsz=prep.imgsz,
                  batch_size=cfg.batch_size, task=cfg.task, half=cfg.half,
                  store_conf=min(cfg.conf_thres, STORE_CONF))
-    meta = {"weights": str(cfg.weights), "data": str(cfg.data), "images_dir": cfg.images,
+    meta = {"weights": str(cfg.weights), "data": str(cfg.data), "images_dir": cfg.images, "device": cfg.device,
             "names": list(prep.names), "nc": prep.nc,
             "imgsz": prep.imgsz, "scan_summary": prep.scan_summary,
             "images": [str(r.path) for r in prep.records], "shapes_hw": [list(r.shape_hw) for r in prep.records],
@@ -167,14 +168,19 @@ def _open_raw_cache(cfg: ValConfig, weights_sha256: str, prep: Prepared) -> RawC
     return RawCache(cfg.save_raw, key, meta)
 
 
-def _coco_ground_truth(cfg: ValConfig, prep: Prepared, raw: RawCache | None):
+def _coco_ground_truth(cfg: ValConfig, prep: Prepared):
     """The COCO ground truth of a --save-json run (every rank builds it, before any inference). A re-evaluation
-    reads the dataset named in the cache's manifest again, for the labels the manifest does not hold."""
-    if cfg.weights:
-        return coco_ground_truth(cfg.data, cfg.images, prep.records, prep.names, cfg.single_cls, cfg.coco_backend)
-    data, images = raw.meta["data"], raw.meta.get("images_dir")
-    records = records_with_labels(data, images, prep.records, prep.nc)
-    return coco_ground_truth(data, images, records, prep.names, cfg.single_cls, cfg.coco_backend)
+    reads the dataset again, for the labels the cache's manifest does not hold."""
+    records = prep.records if cfg.weights else records_with_labels(cfg.data, cfg.images, prep.records, prep.nc)
+    return coco_ground_truth(cfg.data, cfg.images, records, prep.names, cfg.single_cls, cfg.coco_backend)
+
+
+def _as_cached(cfg: ValConfig, raw: RawCache) -> ValConfig:
+    """A re-evaluation's settings: its own thresholds and outputs, the rest as the run that filled the cache had
+    them (results.json records what the numbers come from; compare sees like for like)."""
+    meta, key = raw.meta, raw.key
+    return replace(cfg, data=meta.get("data", ""), images=meta.get("images_dir"), device=meta.get("device", ""),
+                   imgsz=key.imgsz, batch_size=key.batch_size, task=key.task, half=key.half)
 
 
 def _check_eval_thresholds(cfg: ValConfig, raw: RawCache) -> None:

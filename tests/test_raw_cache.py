@@ -50,6 +50,17 @@ def test_reevaluation_equals_a_fresh_full_run(data_dir, cached, settings):
     assert _saved(again) == _saved(fresh)
 
 
+def test_reevaluation_records_the_cached_runs_settings(data_dir, cached):
+    """results.json says what the numbers come from: the cache's data, imgsz and batch size, the new thresholds."""
+    tmp, raw, first = cached
+    again = evaluate_raw(ValConfig(weights="", data="", save_raw=str(raw), conf_thres=0.25, project=str(tmp),
+                                   name="settings", quiet=True, plots=False))
+    settings = json.loads((again.run_dir / "results.json").read_text())["settings"]
+    original = json.loads((first.run_dir / "results.json").read_text())["settings"]
+    assert (settings["imgsz"], settings["batch_size"], settings["conf_thres"]) == (IMGSZ, 16, 0.25)
+    assert settings["data"] == original["data"] == str(data_dir / "coco128" / "coco128.yaml")
+
+
 def test_reevaluation_save_txt_equals_full_run(data_dir, cached):
     tmp, raw, _ = cached
     fresh = validate(_cfg(data_dir, tmp, "fresh_txt", save_txt=True, max_det=100))

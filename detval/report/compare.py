@@ -16,7 +16,7 @@ OVERALL_METRICS = ("P", "R", "mAP50", "mAP50-95")
 # varies: the report's header names it instead.
 OUTPUT_ONLY_SETTINGS = frozenset({"project", "name", "exist_ok", "verbose", "quiet", "plots", "save_txt",
                                   "save_conf", "save_json", "workers", "threads", "nproc", "dp", "schedule",
-                                  "weights", "cfg"})
+                                  "weights", "cfg", "save_raw", "cache", "cache_dir", "coco_backend"})
 
 
 @dataclass(frozen=True)
