@@ -286,28 +286,32 @@ def evaluate_rank(gt: CocoGt, image_ids: torch.Tensor, det_counts: torch.Tensor,
     return evaluate_images(gt.gt, dets, gt.gt.image_ids[mine[mine >= 0]].tolist(), gt.params)
 
 
-def gather_parts(ctx: dist.DistContext, part: PerImageEval, dst: int = 0) -> PerImageEval | None:
-    """Every rank's PerImageEval, merged on rank dst (None elsewhere). Collective.
+def exchange_parts(ctx: dist.DistContext, parts: list[PerImageEval]) -> PerImageEval:
+    """All-to-all of per-image results: parts[r] goes to rank r; returns what this rank received, merged (as
+    `merge`: rows are keyed by image, and sorting by image is exactly merge). Collective.
 
-    Two ragged gathers keyed by image (GT groups, detection rows); sorting by image is exactly `merge`."""
-    img = torch.from_numpy(part.img_index.astype(np.int64))
-    g_counts = _rows_per_image(part.img_index, part.gt_img)
-    d_counts = _rows_per_image(part.img_index, part.det_img)
-    g = dist.gather_ragged(ctx, img, {"cat": torch.from_numpy(part.gt_cat),
-                                      "count": torch.from_numpy(part.gt_count)}, g_counts, dst)
-    d = dist.gather_ragged(ctx, img, {"cat": torch.from_numpy(part.det_cat), "rank": torch.from_numpy(part.det_rank),
-                                      "score": torch.from_numpy(part.det_score),
-                                      "status": torch.from_numpy(part.det_status)}, d_counts, dst)
-    if g is None or d is None:
-        return None
-    (ids, g_rows, g_n), (_, d_rows, d_n) = g, d
+    Two ragged exchanges keyed by image: the GT groups and the detection rows."""
+    packed = [_as_ragged(part) for part in parts]
+    ids, g_rows, g_n = dist.exchange_ragged(ctx, [p[0] for p in packed])
+    _, d_rows, d_n = dist.exchange_ragged(ctx, [p[1] for p in packed])
     ids_np = ids.numpy()
-    A, T = part.det_status.shape[1:]
+    A, T = parts[0].det_status.shape[1:]
     return PerImageEval(
         img_index=ids_np, gt_img=np.repeat(ids_np, g_n.numpy()), gt_cat=g_rows["cat"].numpy(),
-        gt_count=g_rows["count"].numpy().reshape(-1, part.gt_count.shape[1]),
+        gt_count=g_rows["count"].numpy().reshape(-1, parts[0].gt_count.shape[1]),
         det_img=np.repeat(ids_np, d_n.numpy()), det_cat=d_rows["cat"].numpy(), det_rank=d_rows["rank"].numpy(),
         det_score=d_rows["score"].numpy(), det_status=d_rows["status"].numpy().reshape(-1, A, T))
+
+
+def _as_ragged(part: PerImageEval) -> tuple:
+    """(GT groups, detection rows) of part, each as (image ids, rows, rows per image) for dist's ragged gathers."""
+    img = torch.from_numpy(part.img_index.astype(np.int64))
+    gt = (img, {"cat": torch.from_numpy(part.gt_cat), "count": torch.from_numpy(part.gt_count)},
+          _rows_per_image(part.img_index, part.gt_img))
+    det = (img, {"cat": torch.from_numpy(part.det_cat), "rank": torch.from_numpy(part.det_rank),
+                 "score": torch.from_numpy(part.det_score), "status": torch.from_numpy(part.det_status)},
+           _rows_per_image(part.img_index, part.det_img))
+    return gt, det
 
 
 def _rows_per_image(img_index: np.ndarray, row_img: np.ndarray) -> torch.Tensor:
@@ -329,10 +333,7 @@ def rank_coco_part(ctx: dist.DistContext, gt: CocoGt | None, out) -> CocoAccumul
     if not ctx.is_distributed:
         return accumulate(part, params)
     shares = category_shares(params, ctx.world_size)
-    mine = None
-    for r, share in enumerate(shares):
-        got = gather_parts(ctx, select_categories(part, share.cat_ids), dst=r)
-        mine = got if r == ctx.rank else mine
+    mine = exchange_parts(ctx, [select_categories(part, share.cat_ids) for share in shares])
     accumulated = dist.gather_objects(ctx, accumulate(mine, shares[ctx.rank]))
     return join_categories(params, accumulated) if ctx.is_main else None
 

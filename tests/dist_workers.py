@@ -16,8 +16,8 @@ from pathlib import Path
 import torch
 
 from detval.dist import (
-    DistContext, PeerFailure, ProgressCounter, barrier, gather_objects, gather_ragged, iter_batches,
-    publish_failure, raise_if_peer_failed, run_under_torchrun,
+    DistContext, PeerFailure, ProgressCounter, barrier, exchange_ragged, gather_objects, gather_ragged,
+    iter_batches, publish_failure, raise_if_peer_failed, run_under_torchrun,
 )
 from detval.dist.gather import Ragged
 
@@ -88,6 +88,15 @@ def gather_shares_to(ctx: DistContext, cases: list[tuple[int, int, list[int]]], 
     elsewhere)."""
     results = [gather_ragged(ctx, *rank_share(seed, n, sizes, ctx.rank), dst=dst) for seed, n, sizes in cases]
     return gather_objects(ctx, results if ctx.rank == dst else None)
+
+
+def exchange_shares(ctx: DistContext, seed: int, n_images: int) -> list | None:
+    """Rank k holds images i with i % world == k and sends those with (i // world) % world == r to rank r; rank 0
+    returns what each rank received."""
+    data, w = make_ragged(seed, n_images), ctx.world_size
+    pieces = [take_images(data, torch.tensor([i for i in range(n_images) if i % w == ctx.rank and (i // w) % w == r],
+                                             dtype=torch.int64).flip(0)) for r in range(w)]
+    return gather_objects(ctx, exchange_ragged(ctx, pieces))
 
 
 def describe_ranks(ctx: DistContext, tag: str) -> dict:

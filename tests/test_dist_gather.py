@@ -61,3 +61,13 @@ def test_gather_ragged_onto_another_rank():
     seen = launch(dist_workers.gather_shares_to, (cases, 2), world_size=3, timeout_s=60, run_timeout_s=60)
     assert seen[0] is None and seen[1] is None
     assert_bit_identical(seen[2][0], dist_workers.make_ragged(20, 9))
+
+
+@pytest.mark.parametrize("world_size", [2, 3])
+def test_exchange_ragged_delivers_each_piece_to_its_rank(world_size):
+    n = 23
+    got = launch(dist_workers.exchange_shares, (7, n), world_size=world_size, timeout_s=60, run_timeout_s=60)
+    data = dist_workers.make_ragged(7, n)
+    for r in range(world_size):
+        expected = torch.tensor([i for i in range(n) if (i // world_size) % world_size == r], dtype=torch.int64)
+        assert_bit_identical(got[r], dist_workers.take_images(data, expected))

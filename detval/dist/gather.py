@@ -99,6 +99,20 @@ def gather_objects(ctx: DistContext, obj: Any) -> list[Any] | None:
     return gathered if ctx.is_main else None
 
 
+def exchange_ragged(ctx: DistContext, pieces: list[Ragged]) -> Ragged:
+    """All-to-all: pieces[r] is this rank's ragged share for rank r (one per rank, arguments as in
+    `sort_by_image`); returns what every rank sent to this rank, concatenated and sorted by image id.
+    For work split by something other than the image (a category, a class) after each rank has processed its
+    own images. Collective: every rank calls it, with world_size pieces."""
+    if len(pieces) != ctx.world_size:
+        raise ValueError(f"exchange_ragged: {len(pieces)} pieces for {ctx.world_size} ranks")
+    mine = None
+    for dst, piece in enumerate(pieces):
+        got = gather_ragged(ctx, *piece, dst=dst)
+        mine = got if dst == ctx.rank else mine
+    return mine
+
+
 def check_same(ctx: DistContext, value: str, what: str) -> None:
     """Raise ValueError on every rank unless every rank passes the same value.
 
