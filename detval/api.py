@@ -112,8 +112,9 @@ def rank_main(ctx: dist.DistContext, cfg: ValConfig) -> ValResult | None:
         model = loaded.model.half() if cfg.half else loaded.model
         if cfg.channels_last:
             model.use_channels_last()
-        if cfg.dp and ctx.device.type == "cuda":
-            model = torch.nn.DataParallel(model, device_ids=[d.index for d in parse_devices(cfg.device)])
+        if cfg.dp:  # on the CPU torch's DataParallel calls the model as it is
+            ids = [d.index for d in parse_devices(cfg.device)] if ctx.device.type == "cuda" else None
+            model = torch.nn.DataParallel(model, device_ids=ids)
         lookahead = PREFETCH * loader_workers(cfg, ctx.world_size)
         batches = (todo[i] for i in dist.iter_batches(ctx, len(todo), cfg.schedule, lookahead=lookahead))
         run_batches(prep, model, batches, ctx.device, cfg, acc, raw, on_batch, ctx.world_size)

@@ -46,6 +46,13 @@ def single(data_dir, tmp_path_factory) -> dict[int, dict]:
     return out
 
 
+def test_data_parallel_mode_matches_one_process(data_dir, tmp_path, single):
+    """--dp wraps the model in torch's DataParallel (on the CPU it calls the model as it is; on GPUs it splits each
+    batch: not run here, this machine has none)."""
+    r = validate(_cfg(data_dir, tmp_path / "run", dp=True))
+    assert_same_outcome(run_outcome(r.run_dir), single[16])
+
+
 @pytest.mark.parametrize("world_size, schedule", [(2, "dynamic"), (3, "static")])
 def test_validate_on_several_processes_matches_one_exactly(data_dir, tmp_path, single, world_size, schedule):
     # 3 static ranks get uneven shares of the 8 batches (3, 3, 2)
