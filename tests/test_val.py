@@ -44,12 +44,31 @@ def test_yolov5n_coco128_matches_yolov5_v7_val_py(data_dir, tmp_path, capsys):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("imgsz, batch", [(416, 7), (512, 16)])
+@pytest.mark.parametrize("imgsz, batch", [(320, 32), (416, 7), (512, 16)])
 def test_other_sizes_and_batches_run_and_stay_consistent(data_dir, tmp_path, imgsz, batch):
     r = validate(_cfg(data_dir, tmp_path, imgsz=imgsz, batch_size=batch))
     assert (r.images, r.instances) == (128, 929)
     assert 0.25 < r.map < r.map50 < 0.65  # yolov5n on coco128: 0.363 / 0.560 at 640
     assert len(r.per_class) == 71 and all(c.instances > 0 for c in r.per_class)
+
+
+@pytest.mark.slow
+def test_single_cls_max_det_and_speed_thresholds(data_dir, tmp_path):
+    """--single-cls: one class 'item' over every label; --max-det 100 caps every image's detections (coco128 at
+    conf 0.001 has images with more); conf 0.25 / iou 0.45 keeps fewer detections and lowers recall."""
+    def boxes_per_image(r):
+        return [len(f.read_text().splitlines()) for f in (r.run_dir / "labels").glob("*.txt")]
+
+    base = validate(_cfg(data_dir, tmp_path, imgsz=320, name="base", save_txt=True))
+    one = validate(_cfg(data_dir, tmp_path, imgsz=320, name="one", single_cls=True))
+    assert one.names == ["item"] and [c.name for c in one.per_class] == ["item"]
+    assert (one.images, one.instances) == (128, 929) and one.map50 > base.map50
+    few = validate(_cfg(data_dir, tmp_path, imgsz=320, name="few", max_det=100, save_txt=True))
+    assert max(boxes_per_image(base)) > 100 >= max(boxes_per_image(few))
+    assert (few.images, few.instances) == (128, 929) and few.map != base.map
+    strict = validate(_cfg(data_dir, tmp_path, imgsz=320, name="strict", conf_thres=0.25, iou_thres=0.45,
+                           save_txt=True))
+    assert sum(boxes_per_image(strict)) < sum(boxes_per_image(base)) and strict.r < base.r
 
 
 def test_batch_size_one_small_images(data_dir, tmp_path):
