@@ -46,6 +46,14 @@ def single(data_dir, tmp_path_factory) -> dict[int, dict]:
     return out
 
 
+def test_plots_are_the_same_on_two_processes(data_dir, tmp_path):
+    one = validate(_cfg(data_dir, tmp_path / "one", plots=True))
+    two = validate(_cfg(data_dir, tmp_path / "two", plots=True, nproc=2))
+    outcome = run_outcome(one.run_dir)
+    assert len(outcome["plots"]) == 6  # PR, F1, P, R curves and both confusion matrices
+    assert_same_outcome(run_outcome(two.run_dir), outcome)
+
+
 def test_data_parallel_mode_matches_one_process(data_dir, tmp_path, single):
     """--dp wraps the model in torch's DataParallel (on the CPU it calls the model as it is; on GPUs it splits each
     batch: not run here, this machine has none)."""
