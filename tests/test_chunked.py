@@ -1,5 +1,5 @@
 """detval.model.chunked: CPU inference in chunks of images is bit-identical to the whole batch, and only used
-where it can be (>= 2 threads, >= 2 images a chunk, FP32 CPU eval)."""
+where it can be (>= 2 images a chunk, >= 2 threads or >= 16 images, FP32 CPU eval)."""
 import numpy as np
 import pytest
 import torch
@@ -28,7 +28,8 @@ def test_chunk_sizes():
     assert chunk_sizes(5, 640, 640, 2, 1_000_000) == [3, 2]  # never a chunk of 1 (another conv kernel)
     assert chunk_sizes(3, 640, 640, 2, 1_000_000) is None  # one chunk: the whole batch
     assert chunk_sizes(32, 160, 160, 2, 1_000_000) is None  # small inputs: no faster in chunks
-    assert chunk_sizes(32, 640, 640, 1, 1_000_000) is None  # one thread: 1x1 convs change kernel below 16 images
+    assert chunk_sizes(32, 640, 640, 1, 1_000_000) == [2] * 16  # one thread: the batch runs on oneDNN, so chunks do
+    assert chunk_sizes(8, 640, 640, 1, 1_000_000) is None  # ... but not below 16 images (1x1 convs: torch's kernel)
     assert chunk_sizes(32, 640, 640, 2, None) is None
 
 
@@ -53,7 +54,11 @@ def test_random_inputs_bit_identical(model, two_threads, shape):
     assert torch.equal(whole, chunked)
 
 
-def test_real_coco128_batch_bit_identical(model, two_threads, data_dir):
+@pytest.mark.parametrize("threads", [1, 2])
+def test_real_coco128_batch_bit_identical(model, two_threads, data_dir, threads):
+    """On one thread too: a 16-image batch runs on oneDNN, and the chunks are made to (layers.onednn_convolutions);
+    without that, its 1x1 convolutions would go to torch's own kernel below 16 images."""
+    torch.set_num_threads(threads)
     data = load_data_config(data_dir / "coco128" / "coco128.yaml")
     records = scan_images(list_images(data.val), data.nc).records
     plan = rect_batch_plan(np.array([r.shape_hw for r in records]), 16, 320, 32)
@@ -64,12 +69,13 @@ def test_real_coco128_batch_bit_identical(model, two_threads, data_dir):
     assert torch.equal(whole, chunked)
 
 
-def test_training_half_and_single_thread_run_whole(model, two_threads):
+def test_training_half_and_small_single_thread_batches_run_whole(model, two_threads):
     x = torch.rand(4, 3, 640, 640)
     assert model.chunk_plan(x) == [2, 2]
     assert model.chunk_plan(x.half()) is None
     torch.set_num_threads(1)
     assert model.chunk_plan(x) is None
+    assert model.chunk_plan(torch.rand(16, 3, 640, 640)) == [2] * 8
 
 
 def test_uint8_input_is_divided_as_val_py_does(model, two_threads):

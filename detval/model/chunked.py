@@ -4,8 +4,8 @@ Why: on the CPU a YOLOv5 forward is bound by memory traffic, not arithmetic. At 
 activation is hundreds of MB (the first Conv's output alone is 210 MB), so each SiLU, Concat and the head's
 sigmoid stream through DRAM and fault in fresh pages; a chunk of a few images stays in cache. The whole batch
 still gets one output tensor, and the numbers do not change:
-- the convolutions, SiLU, pooling, upsampling and concatenation compute each image on its own, provided torch
-  sends every convolution of the chunks to the same backend as the whole batch's (oneDNN: see chunk_sizes) and
+- the convolutions, SiLU, pooling, upsampling and concatenation compute each image on its own, provided every
+  convolution of the chunks runs the whole batch's backend (oneDNN, forced for the chunks: see chunk_sizes) and
   oneDNN sums in the same order whatever the batch size. The latter held for every shape tried on this CPU
   (all coco128 batches at 320 and 640, random shapes; tests/test_chunked.py) but is not documented, so each
   model checks it once per thread count on a small batch (chunking_is_exact) and otherwise runs batches whole;
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import torch
 
+from .layers import onednn_convolutions
 from .split_sigmoid import SigmoidSplit, calibrate, sigmoid_of_slice
 
 # Pixels per chunk (images x H x W). Measured on a 2-core AVX-512 CPU with yolov5n, batch 32, ms per image
@@ -30,12 +31,12 @@ def chunk_sizes(batch: int, height: int, width: int, threads: int, chunk_pixels:
     """Images per chunk for an eval forward of a [batch, 3, height, width] CPU float32 input, or None to run
     the batch whole (when chunks would not help or could change the numbers).
 
-    Every chunk holds at least 2 images and torch runs at least 2 threads: torch's convolution picks oneDNN or
-    its own kernel by batch size (ConvParams::use_mkldnn: a single image with a small or 1x1 input, or a 1x1
-    filter on one thread below 16 images, go to its own kernel, which rounds differently); with >= 2 images and
-    >= 2 threads every layer of the batch and of each chunk goes to oneDNN.
+    Only a batch whose every convolution torch sends to oneDNN is chunked (the chunks then run oneDNN too, through
+    layers.onednn_convolutions): torch picks oneDNN or its own kernel, which rounds differently, by batch size and
+    thread count (ConvParams::use_mkldnn: its own kernel for a single small image, and for a 1x1 filter on one
+    thread below 16 images). So: at least 2 images a chunk, and on one thread at least 16 images in the batch.
     """
-    if chunk_pixels is None or threads < 2:
+    if chunk_pixels is None or (threads < 2 and batch < 16):
         return None
     per_chunk = max(2, round(chunk_pixels / (height * width)))
     n_chunks = batch // per_chunk  # rounding down: the remainder is spread, no chunk gets fewer than 2 images
@@ -52,11 +53,11 @@ def chunking_is_exact(model, threads: int) -> bool:
     verdicts = model.__dict__.setdefault("_chunking_exact", {})
     if threads not in verdicts:
         ok = exact_sigmoid_split() is not None
-        if ok:
-            x = torch.rand(6, 3, 192, 256, generator=torch.Generator().manual_seed(0))
+        if ok:  # 16 images: a batch torch runs on oneDNN at any thread count
+            x = torch.rand(16, 3, 96, 128, generator=torch.Generator().manual_seed(0))
             with torch.no_grad():
                 whole = model.detect(model.features(x))
-                ok = all(torch.equal(chunked_forward(model, x, s), whole) for s in ([2, 2, 2], [3, 3]))
+                ok = all(torch.equal(chunked_forward(model, x, s), whole) for s in ([2] * 8, [5, 5, 6]))
         verdicts[threads] = ok
     return verdicts[threads]
 
@@ -81,7 +82,8 @@ def chunked_forward(model, x: torch.Tensor, sizes: list[int]) -> torch.Tensor:
     offsets: list[int] = []
     b0 = 0
     for xb in x.split(sizes):
-        maps = detect.raw_maps(model.features(model.as_input(xb)))
+        with onednn_convolutions():
+            maps = detect.raw_maps(model.features(model.as_input(xb)))
         if out is None:
             rows = [p[0].numel() // detect.no for p in maps]  # na * ny * nx rows per image per level
             offsets = [sum(rows[:i]) for i in range(len(rows) + 1)]

@@ -6,8 +6,36 @@ the reference outputs are compared bit for bit, and a reordered sum or a fused m
 """
 from __future__ import annotations
 
+import contextlib
+import contextvars
+
 import torch
 from torch import nn
+
+_ONEDNN = contextvars.ContextVar("detval_onednn_convolutions", default=False)
+
+
+@contextlib.contextmanager
+def onednn_convolutions():
+    """Within it, every `Conv2d` below runs oneDNN's convolution on a CPU float32 input, whatever its batch size and
+    the thread count. torch picks oneDNN itself for a batch of 16 or more images, or of 2 or more on 2+ threads, but
+    its own kernel, which rounds differently, for a 1x1 filter on one thread below 16 images: a chunk of a batch
+    must run the whole batch's kernel to give the whole batch's bits (chunked.py)."""
+    token = _ONEDNN.set(True)
+    try:
+        yield
+    finally:
+        _ONEDNN.reset(token)
+
+
+class Conv2d(nn.Conv2d):
+    """nn.Conv2d (same parameters and state_dict keys) that honours `onednn_convolutions`."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if _ONEDNN.get() and x.device.type == "cpu" and x.dtype == torch.float32:
+            return torch.mkldnn_convolution(x, self.weight, self.bias, self.padding, self.stride, self.dilation,
+                                            self.groups)
+        return super().forward(x)
 
 
 def autopad(k: int, p: int | None = None, d: int = 1) -> int:
@@ -24,7 +52,7 @@ def fuse_conv_and_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
     is v7.0's `fuse_conv_and_bn`: the reference ran fused, and a mathematically equal fold rounds
     differently in the last bit.
     """
-    fused = nn.Conv2d(conv.in_channels, conv.out_channels, kernel_size=conv.kernel_size, stride=conv.stride,
+    fused = Conv2d(conv.in_channels, conv.out_channels, kernel_size=conv.kernel_size, stride=conv.stride,
                       padding=conv.padding, dilation=conv.dilation, groups=conv.groups,
                       bias=True).requires_grad_(False).to(conv.weight.device, conv.weight.dtype)
     with torch.no_grad():
@@ -44,7 +72,7 @@ class Conv(nn.Module):
     def __init__(self, c1: int, c2: int, k: int = 1, s: int = 1, p: int | None = None, g: int = 1, d: int = 1,
                  act: bool | nn.Module = True):
         super().__init__()
-        self.conv = nn.Conv2d(c1, c2, k, s, autopad(k, p, d), groups=g, dilation=d, bias=False)
+        self.conv = Conv2d(c1, c2, k, s, autopad(k, p, d), groups=g, dilation=d, bias=False)
         # eps and momentum as YOLOv5's initialize_weights() sets them; checkpoints carry the same values.
         self.bn: nn.BatchNorm2d | None = nn.BatchNorm2d(c2, eps=1e-3, momentum=0.03)
         if act is True:
@@ -167,7 +195,7 @@ class Detect(nn.Module):
         self.na = len(anchors[0]) // 2
         self.register_buffer("anchors", torch.tensor(anchors).float().view(self.nl, -1, 2))
         self.register_buffer("stride", torch.ones(self.nl), persistent=False)
-        self.m = nn.ModuleList(nn.Conv2d(x, self.no * self.na, 1) for x in ch)
+        self.m = nn.ModuleList(Conv2d(x, self.no * self.na, 1) for x in ch)
 
     def forward(self, x: list[torch.Tensor]):
         maps = self.raw_maps(x)
