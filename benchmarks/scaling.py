@@ -5,11 +5,10 @@ Run from the repository root:
     python benchmarks/scaling.py --device 0,1,2,3                      # GPUs: 1 GPU vs one process per GPU
 C is this machine's cores (--nproc to change the number of processes). Both runs go through the Python API,
 `detval.api.validate(ValConfig(...))`, on the real data (coco128, yolov5n by default), and must report the
-same metrics (exit 1 otherwise). Throughput is read from the result: its "distributed" summary (images over
-the batch phase, start-up excluded) where the run provides one, else images / the run's wall_seconds (which
-include loading the model and scanning the data); both runs are compared by the same measure, and the
-lines say which. Start-up of the extra processes
-(spawn, imports) is shown on its own as the end-to-end time. On a shared machine the figures are noisy:
+same metrics (exit 1 otherwise). Throughput is read from the result's "distributed" summary: images over the
+batch phase (from the first batch until rank 0 holds every rank's statistics; model loading and the data scan
+excluded). images / wall_seconds (those included) and the end-to-end time (process start-up included) are
+printed too. On a shared machine the figures are noisy:
 --repeat N keeps each configuration's best run.
 """
 from __future__ import annotations
@@ -43,7 +42,7 @@ class Setup:
 @dataclass(frozen=True)
 class Measured:
     setup: Setup
-    phase_ips: float | None  # images / batch-phase seconds, from the result's "distributed" summary if it has one
+    phase_ips: float  # images / batch-phase seconds, from the result's "distributed" summary
     wall_ips: float  # images / the run's wall_seconds (model load and scan included)
     end_to_end_s: float  # the whole validate() call, process start-up included
     metrics: dict
@@ -64,17 +63,9 @@ def setups(device: str, nproc: int | None) -> tuple[Setup, Setup]:
             Setup(f"{len(gpus)} processes (cuda {','.join(gpus)})", len(gpus), ",".join(gpus), 1, None))
 
 
-def throughput(result: ValResult) -> tuple[float | None, float]:
-    """(images/s over the batch phase if the result reports it, images/s over the run's wall_seconds)."""
-    phase = (result.distributed or {}).get("images_per_s")
-    return (float(phase) if phase else None), result.images / result.wall_seconds
-
-
-def comparable(a: Measured, b: Measured) -> tuple[float, float, str]:
-    """Both runs' images/s by the same measure: the batch phase where both report it, else wall_seconds."""
-    if a.phase_ips and b.phase_ips:
-        return a.phase_ips, b.phase_ips, "batch phase"
-    return a.wall_ips, b.wall_ips, "wall_seconds"
+def throughput(result: ValResult) -> tuple[float, float]:
+    """(images/s over the batch phase, images/s over the run's wall_seconds)."""
+    return float(result.distributed["images_per_s"]), result.images / result.wall_seconds
 
 
 def measure(setup: Setup, base: dict, out_dir: Path, repeat: int) -> Measured:
@@ -88,9 +79,8 @@ def measure(setup: Setup, base: dict, out_dir: Path, repeat: int) -> Measured:
         end_to_end = time.perf_counter() - t0
         phase, wall = throughput(result)
         run = Measured(setup, phase, wall, end_to_end, result.metrics)
-        shown = f"{phase:.1f} images/s batch phase, " if phase else ""
-        print(f"  {setup.label}: {shown}{wall:.1f} images/s over wall_seconds, {end_to_end:.1f} s end to end",
-              flush=True)
+        print(f"  {setup.label}: {phase:.1f} images/s batch phase, {wall:.1f} images/s over wall_seconds, "
+              f"{end_to_end:.1f} s end to end", flush=True)
         if best is None or run.wall_ips > best.wall_ips:
             best = run
     return best
@@ -118,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="detval-scaling-") as tmp:
         a = measure(one, base, Path(tmp), args.repeat)
         b = measure(many, base, Path(tmp), args.repeat)
-    ips_a, ips_b, source = comparable(a, b)
+    ips_a, ips_b, source = a.phase_ips, b.phase_ips, "batch phase"
     ratio = ips_b / ips_a
     print(f"{one.label:>28}: {ips_a:8.1f} images/s ({source})")
     print(f"{many.label:>28}: {ips_b:8.1f} images/s ({source})")

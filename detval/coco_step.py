@@ -82,6 +82,9 @@ def read_coco_json_split(instances_json: str | Path, images_dir: str | Path | No
                                                     f"says {jw}x{jh}"))
             continue
         records.append(rec)
+    if not records:
+        why = f": {excluded[0].reason}" if excluded else ""
+        raise DetvalError(f"{instances_json}: no usable image in {images_dir}{why}")
     n_labelled = sum(1 for r in records if len(r.labels))
     summary = (f"val: Scanning {instances_json} ({images_dir})... {n_labelled} images, "
                f"{len(records) - n_labelled} backgrounds, {len(excluded)} missing or corrupt")

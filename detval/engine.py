@@ -81,8 +81,6 @@ def prepare(cfg: ValConfig, stride: int) -> Prepared:
         records, excluded, names = list(scan.records), list(scan.excluded), data.names
         summary = (f"{split_name}: Scanning {', '.join(str(s) for s in sources)}... {scan.n_found_labels} images, "
                    f"{scan.n_missing + scan.n_empty} backgrounds, {scan.n_corrupt} corrupt")
-    if not records:
-        raise DataError(f"{cfg.data}: no usable image" + (f" ({len(excluded)} excluded)" if excluded else ""))
     if cfg.single_cls:
         records = [r.__class__(r.path, r.shape_hw, _single_class(r.labels)) for r in records]
     imgsz = make_divisible(cfg.imgsz, stride)
@@ -122,7 +120,8 @@ def _single_class(labels: np.ndarray) -> np.ndarray:
     return labels
 
 
-def _sync(device: torch.device) -> None:
+def sync(device: torch.device) -> None:
+    """Wait for the device's queued work (CUDA), so that a timer reads what it ran."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
@@ -193,26 +192,33 @@ def run_batches(prep: Prepared, model: torch.nn.Module, batch_ids, device: torch
             im /= 255
             targets = batch.targets.to(device)
             _, _, height, width = im.shape
-            _sync(device)
+            sync(device)
             t1 = time.perf_counter()
             pred = model(im)
-            _sync(device)
+            sync(device)
             t2 = time.perf_counter()
-            targets[:, 2:] *= torch.tensor((width, height, width, height), device=device)
             cands = nms_candidates(pred, cand_conf)
             dets = acc.select(cands)
-            _sync(device)
+            sync(device)
             t3 = time.perf_counter()
             seconds["preprocess"] += t1 - t0
             seconds["inference"] += t2 - t1
             seconds["nms"] += t3 - t2
-            labels = [targets[targets[:, 0] == si, 1:] for si in range(len(dets))]
+            labels = image_labels(targets, len(dets), height, width)
             acc.add(batch.indices, dets, labels, batch.shapes)
             if raw_cache is not None:
                 raw_cache.write(int(prep.plan.batch_of[batch.indices[0]]),
                                 _batch_raw(batch.indices, cands, labels, batch.shapes))
             if on_batch is not None:
                 on_batch(len(dets))
+
+
+def image_labels(targets: torch.Tensor, n_images: int, height: int, width: int) -> list[torch.Tensor]:
+    """A collated batch's targets [M, 6] (image in batch, cls, cx, cy, w, h normalized to the input) -> per image
+    [m, 5] (cls, cx, cy, w, h) in input pixels, as val.py scales them."""
+    scaled = torch.cat((targets[:, :2], targets[:, 2:] * torch.tensor((width, height, width, height),
+                                                                         device=targets.device)), 1)
+    return [scaled[scaled[:, 0] == k, 1:] for k in range(n_images)]
 
 
 def loader_workers(cfg: ValConfig, world_size: int = 1) -> int:

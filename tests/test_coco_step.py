@@ -262,3 +262,11 @@ def test_coco_json_image_of_another_size_is_excluded(data_dir, tmp_path):
     assert "is 640x426" in split.excluded[0].reason and "says 640x480" in split.excluded[0].reason
     with pytest.raises(DetvalError, match="--images"):
         read_coco_json_split(tmp_path / "i.json", None)
+
+
+def test_coco_json_without_a_usable_image_is_a_clear_error(data_dir, tmp_path):
+    (tmp_path / "i.json").write_text(json.dumps({
+        "images": [{"id": 2, "file_name": "000000000025.jpg", "width": 640, "height": 480}],  # really 640x426
+        "categories": [{"id": 1, "name": "person"}], "annotations": []}))
+    with pytest.raises(DetvalError, match=r"i\.json: no usable image .*says 640x480"):
+        read_coco_json_split(tmp_path / "i.json", data_dir / "coco128" / "images" / "train2017")

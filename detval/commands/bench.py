@@ -19,7 +19,7 @@ from detval.cache.images import open_image_cache
 from detval.config import ValConfig
 from detval.data import ValDataset, collate, letterbox, load_image
 from detval.devices import parse_devices
-from detval.engine import StatsAccumulator, prepare, summarize
+from detval.engine import StatsAccumulator, image_labels, prepare, summarize, sync
 from detval.model import load_model
 from detval.ops.nms import nms_candidates
 from detval.results import ValResult
@@ -78,15 +78,9 @@ def _timed_load(ds: ValDataset, i: int, seconds: dict[str, float]) -> tuple:
     return img, (h0, w0), ((h / h0, w / w0), pad), ratio, (h, w)
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def run_stage_bench(cfg: ValConfig, max_batches: int | None = None, chunked: bool = True,
-                    cache_dir: str | None = None) -> BenchReport:
+def run_stage_bench(cfg: ValConfig, max_batches: int | None = None, chunked: bool = True) -> BenchReport:
     """Time each stage of a validation of cfg (weights, data, imgsz, batch_size, thresholds, device, threads,
-    cache) over the first max_batches batches of the plan (all by default), in this process."""
+    cache, cache_dir) over the first max_batches batches of the plan (all by default), in this process."""
     t_setup = time.perf_counter()
     device = parse_devices(cfg.device)[0]
     if cfg.threads:
@@ -98,7 +92,7 @@ def run_stage_bench(cfg: ValConfig, max_batches: int | None = None, chunked: boo
     prep = prepare(cfg, int(loaded.stride.max()))
     setup = time.perf_counter() - t_setup
 
-    cache = open_image_cache(cfg.cache, cache_dir)
+    cache = open_image_cache(cfg.cache, cfg.cache_dir)
     batch_ids = list(range(prep.plan.n_batches))[:max_batches]
     stages = (["load (cache)"] if cache is not None else ["decode", "letterbox"]) + list(STAGES[3:])
     seconds = {s: 0.0 for s in stages}
@@ -124,17 +118,15 @@ def run_stage_bench(cfg: ValConfig, max_batches: int | None = None, chunked: boo
             batch = collate([ds[i] for i in idx])
             im = batch.images.to(device).to(dtype) / 255
             targets = batch.targets.to(device)
-            _sync(device)
+            sync(device)
             t1 = time.perf_counter()
             pred = model(im)
-            _sync(device)
+            sync(device)
             t2 = time.perf_counter()
             dets = acc.select(nms_candidates(pred, cfg.conf_thres))
-            _sync(device)
+            sync(device)
             t3 = time.perf_counter()
-            _, _, height, width = im.shape
-            targets[:, 2:] *= torch.tensor((width, height, width, height), device=device)
-            labels = [targets[targets[:, 0] == k, 1:] for k in range(len(dets))]
+            labels = image_labels(targets, len(dets), *im.shape[2:])
             acc.add(batch.indices, dets, labels, batch.shapes)
             t4 = time.perf_counter()
             seconds["preprocess"] += t1 - t0
@@ -179,8 +171,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         cfg = ValConfig(weights=args.weights, data=args.data, cfg=args.cfg, imgsz=args.imgsz,
                         batch_size=args.batch_size, conf_thres=args.conf_thres, iou_thres=args.iou_thres,
-                        device=args.device, threads=args.threads, half=args.half, cache=args.cache)
-        report = run_stage_bench(cfg, args.max_batches, chunked=not args.whole_batches, cache_dir=args.cache_dir)
+                        device=args.device, threads=args.threads, half=args.half, cache=args.cache,
+                        cache_dir=args.cache_dir)
+        report = run_stage_bench(cfg, args.max_batches, chunked=not args.whole_batches)
     except (DetvalError, ValueError, FileNotFoundError) as e:
         print(f"detval: error: {e}", file=sys.stderr)
         return 1
