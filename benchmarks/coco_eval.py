@@ -13,11 +13,11 @@ import time
 
 import numpy as np
 
-from detval.coco_format import CocoDetections, CocoGroundTruth, load_coco_dets, load_coco_gt
-from detval.metrics.coco_eval import (CocoAccumulated, CocoParams, CocoResult, PerImageEval, accumulate,
+from detval.coco.format import CocoDetections, CocoGroundTruth, load_coco_dets, load_coco_gt
+from detval.coco.evaluate import (CocoAccumulated, CocoParams, CocoResult, PerImageEval, accumulate,
                                       category_shares, coco_evaluate, evaluate_images, join_categories, merge,
                                       per_class_ap, summarize)
-from detval.metrics.coco_reference import reference_evaluate
+from detval.coco.reference import reference_evaluate
 from tests.coco_synth import SynthSpec, make_coco_set
 
 _shared: dict = {}  # inherited by forked workers, so the inputs are not pickled

@@ -153,7 +153,7 @@ def coco128_as_coco() -> tuple[dict, list[dict], list[LabelRecord]]:
     write them, the label records). Image sizes from the JPEG headers. Fails if the shared data is missing."""
     from PIL import Image
 
-    from detval.coco_format import COCO80_TO_91, yolo_detections_to_coco, yolo_labels_to_coco_gt
+    from detval.coco.format import COCO80_TO_91, yolo_detections_to_coco, yolo_labels_to_coco_gt
     from detval.paths import shared_data_dir
 
     root = shared_data_dir()

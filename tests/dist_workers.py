@@ -1,4 +1,4 @@
-"""Per-rank functions for the detval.dist tests.
+"""Per-rank functions for the detval.distributed tests.
 
 They live in a module, not in the test files, because spawned ranks import them by name.
 Run as a script under torchrun:
@@ -15,11 +15,11 @@ from pathlib import Path
 
 import torch
 
-from detval.dist import (
+from detval.distributed import (
     DistContext, PeerFailure, ProgressCounter, barrier, exchange_ragged, gather_objects, gather_ragged,
     iter_batches, publish_failure, raise_if_peer_failed, run_under_torchrun,
 )
-from detval.dist.gather import Ragged
+from detval.distributed.gather import Ragged
 
 
 # --- test data ---------------------------------------------------------------------------------

@@ -1,11 +1,13 @@
 """detval bench: per-stage timing over a real run, its loading equal to the dataset's, its metrics equal to val's."""
 import numpy as np
+import torch
 
 from detval.api import validate
 from detval.cli import main
-from detval.commands.bench import STAGES, _timed_load, run_stage_bench
+from detval.commands.bench import STAGES, run_stage_bench
 from detval.config import ValConfig
 from detval.data import ValDataset, list_images, load_data_config, rect_batch_plan, scan_images
+from detval.inference import StageTimes
 
 
 def cfg_for(data_dir, tmp_path, **kw) -> ValConfig:
@@ -13,17 +15,18 @@ def cfg_for(data_dir, tmp_path, **kw) -> ValConfig:
                      plots=False, quiet=True, project=str(tmp_path / "runs"), **kw)
 
 
-def test_timed_load_is_the_datasets_load(data_dir):
+def test_timed_dataset_gives_the_same_items(data_dir):
     data = load_data_config(data_dir / "coco128" / "coco128.yaml")
     records = scan_images(list_images(data.val)[:6], data.nc).records
     plan = rect_batch_plan(np.array([r.shape_hw for r in records]), 4, 256, 32)
-    ds = ValDataset([records[i] for i in plan.order], plan, 256)
-    seconds = {"decode": 0.0, "letterbox": 0.0}
-    for i in range(len(ds)):
-        mine, theirs = _timed_load(ds, i, seconds), ds.load_letterboxed(i)
-        assert np.array_equal(mine[0], theirs[0]) and mine[1:] == theirs[1:]
-        assert [type(v) for v in mine[2][1]] == [type(v) for v in theirs[2][1]]
-    assert seconds["decode"] > 0 and seconds["letterbox"] > 0
+    records = [records[i] for i in plan.order]
+    times = StageTimes({})
+    timed, plain = ValDataset(records, plan, 256, times=times), ValDataset(records, plan, 256)
+    for i in range(len(plain)):
+        mine, theirs = timed[i], plain[i]
+        assert torch.equal(mine[0], theirs[0]) and torch.equal(mine[1], theirs[1]) and mine[2:] == theirs[2:]
+        assert [type(v) for v in mine[3][1][1]] == [type(v) for v in theirs[3][1][1]]
+    assert set(times.seconds) == {"decode", "letterbox", "preprocess"} and all(v > 0 for v in times.seconds.values())
 
 
 def test_stages_cover_the_run_and_metrics_equal_val(data_dir, tmp_path):

@@ -1,4 +1,4 @@
-"""detval.coco_format: reading COCO files (and failing clearly), YOLOv5's JSON export, YOLO labels as COCO GT."""
+"""detval.coco.format: reading COCO files (and failing clearly), YOLOv5's JSON export, YOLO labels as COCO GT."""
 from __future__ import annotations
 
 import json
@@ -10,11 +10,11 @@ import torch
 from coco_synth import LabelRecord as Record
 from coco_synth import SynthSpec, make_coco_set
 
-from detval.coco_format import (COCO80_TO_91, image_id_from_stem, load_coco_dets, load_coco_gt,
+from detval.coco.format import (COCO80_TO_91, image_id_from_stem, load_coco_dets, load_coco_gt,
                                 save_detections_json, yolo_detections_to_coco, yolo_labels_to_coco_gt)
 from detval.errors import DetvalError
-from detval.metrics.coco_eval import coco_evaluate
-from detval.metrics.coco_reference import reference_evaluate
+from detval.coco.evaluate import coco_evaluate
+from detval.coco.reference import reference_evaluate
 
 
 def test_load_from_file_equals_load_from_dict(tmp_path):

@@ -14,7 +14,7 @@ import val_workers
 from val_workers import assert_same_outcome, run_outcome
 from detval.api import validate
 from detval.config import ValConfig
-from detval.dist import (LaunchError, RankLoad, dynamic_split, launch, rank_loads, run_scaling, static_split,
+from detval.distributed import (LaunchError, RankLoad, dynamic_split, launch, rank_loads, run_scaling, static_split,
                          summary_lines)
 
 IMGSZ = 160

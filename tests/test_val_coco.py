@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 
 from detval.api import evaluate_raw, validate
-from detval.coco_format import COCO80_NAMES, COCO80_TO_91, yolo_labels_to_coco_gt
+from detval.coco.format import COCO80_NAMES, COCO80_TO_91, yolo_labels_to_coco_gt
 from detval.config import ValConfig
 from detval.errors import DetvalError
 from detval.data import list_images, load_data_config, scan_images
-from detval.metrics.coco_reference import reference_evaluate
+from detval.coco.reference import reference_evaluate
 
 
 def _cfg(data_dir: Path, tmp_path: Path, name: str, **kw) -> ValConfig:

@@ -1,7 +1,7 @@
 """Per-rank functions for the multi-process `detval val` tests, and a fault hook for command-line runs.
 
 They live in a module, not in the test files, because spawned ranks import them by name. Each runs the
-real `detval.api.rank_main` over a real process group; apart from the fault hook, nothing here changes what a
+real `detval.run.run_rank` over a real process group; apart from the fault hook, nothing here changes what a
 rank computes.
 
 Fault hook: with DETVAL_TEST_FAULT="RANK:AFTER" in the environment, `install_fault_from_env()` makes rank
@@ -18,10 +18,10 @@ from pathlib import Path
 
 import torch.distributed as tdist
 
-from detval import dist
-from detval.api import rank_main
+from detval import distributed
+from detval.run import run_rank
 from detval.config import ValConfig
-from detval.dist import DistContext
+from detval.distributed import DistContext
 
 FAULT_ENV = "DETVAL_TEST_FAULT"
 
@@ -54,13 +54,13 @@ def assert_same_outcome(got: dict, expected: dict) -> None:
 
 
 def validate_passes(ctx: DistContext, cfgs: list[ValConfig]) -> list | None:
-    """rank_main once per cfg in one process group.
+    """run_rank once per cfg in one process group.
 
     Rank 0 returns [(result, batch ids each rank was handed, by rank)] per cfg. Each pass gets its
     own key space in the shared store, as a fresh run would have: the dynamic schedule's batch
     counter and the progress count start from zero again.
     """
-    real = dist.iter_batches
+    real = distributed.iter_batches
     out = []
     for i, cfg in enumerate(cfgs):
         claimed: list[int] = []
@@ -70,13 +70,13 @@ def validate_passes(ctx: DistContext, cfgs: list[ValConfig]) -> list | None:
                 claimed.append(batch)
                 yield batch
 
-        dist.iter_batches = recording
+        distributed.iter_batches = recording
         try:
             store = tdist.PrefixStore(f"pass{i}/", ctx.store) if ctx.store is not None else None
-            result = rank_main(replace(ctx, store=store), cfg)
+            result = run_rank(replace(ctx, store=store), cfg)
         finally:
-            dist.iter_batches = real
-        out.append((result, dist.gather_objects(ctx, claimed)))
+            distributed.iter_batches = real
+        out.append((result, distributed.gather_objects(ctx, claimed)))
     return out if ctx.is_main else None
 
 
@@ -88,17 +88,17 @@ def check_values(ctx: DistContext, values: list[str]) -> tuple | None:
     seen = []
     for mine in (values[0], values[ctx.rank]):
         try:
-            dist.check_same(ctx, mine, "the dataset")
+            distributed.check_same(ctx, mine, "the dataset")
             error = None
         except ValueError as e:
             error = f"ValueError: {e}"
-        seen.append(dist.gather_objects(ctx, error))
+        seen.append(distributed.gather_objects(ctx, error))
     return tuple(seen) if ctx.is_main else None
 
 
 def validate_per_rank(ctx: DistContext, cfgs: list[ValConfig]) -> object:
-    """rank_main with rank r's own config cfgs[r]: a rank that is given input the others do not see."""
-    return rank_main(ctx, cfgs[ctx.rank])
+    """run_rank with rank r's own config cfgs[r]: a rank that is given input the others do not see."""
+    return run_rank(ctx, cfgs[ctx.rank])
 
 
 def fault_message(rank: int, after: int) -> str:
@@ -116,15 +116,15 @@ def install_fault_from_env() -> None:
 def _install_fault(bad_rank: int, after: int) -> None:
     """Make rank bad_rank raise in its batch loop once it has run `after` batches through the model.
 
-    Two patches on this process: the scheduler (rank_main hands `detval.dist.iter_batches` its context)
-    tells which rank this process is, and NMS, which the engine calls once per batch right after the
+    Two patches on this process: the scheduler (run_rank hands `detval.distributed.iter_batches` its context)
+    tells which rank this process is, and NMS, which the batch step calls once per batch right after the
     model, raises on that rank's batch after + 1. Its peers are then running batches or waiting in the
     gather. A rank handed no more than `after` batches does not fail.
     """
-    import detval.engine as engine
+    import detval.inference as inference
 
     state = {"rank": None, "batches": 0}
-    real_iter, real_nms = dist.iter_batches, engine.nms_candidates
+    real_iter, real_nms = distributed.iter_batches, inference.nms_candidates
 
     def iter_batches(ctx, *args, **kwargs):
         state["rank"] = ctx.rank
@@ -137,4 +137,4 @@ def _install_fault(bad_rank: int, after: int) -> None:
             state["batches"] += 1
         return real_nms(*args, **kwargs)
 
-    dist.iter_batches, engine.nms_candidates = iter_batches, nms_candidates
+    distributed.iter_batches, inference.nms_candidates = iter_batches, nms_candidates

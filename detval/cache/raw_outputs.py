@@ -16,9 +16,14 @@ import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
+from detval.data.plan import BatchPlan
+from detval.data.prepare import Prepared
+from detval.data.scan import ImageRecord
 from detval.errors import DetvalError
+from detval.results import Excluded
 
 STORE_CONF = 0.001  # candidates are kept down to val.py's default threshold
 FORMAT = 1
@@ -84,6 +89,32 @@ class RawCache:
             self.meta = meta
             _atomic_write_bytes(manifest, json.dumps({"key": asdict(key), "meta": meta}, indent=1).encode())
 
+    @classmethod
+    def for_run(cls, folder: str | Path, weights_sha256: str, prep: Prepared, settings: "RunSettings",
+                batch_size: int, task: str, half: bool, conf_thres: float) -> "RawCache":
+        """The cache of a model run: opened if it was made for the same run (resume), else created with a
+        manifest that records the dataset side (read back by `prepared`)."""
+        key = RawKey(weights_sha256=weights_sha256, images_sha256=images_digest(prep.records), imgsz=prep.imgsz,
+                     batch_size=batch_size, task=task, half=half, store_conf=min(conf_thres, STORE_CONF))
+        return cls(folder, key, {**asdict(settings), **_dataset_meta(prep)})
+
+    def prepared(self, single_cls: bool = False) -> Prepared:
+        """The dataset side of the run that filled the cache, as its manifest recorded it (no image is read;
+        records carry no labels: the cached batches hold them)."""
+        m = self.meta
+        records = [ImageRecord(Path(p), tuple(hw), np.zeros((0, 5), np.float32))
+                   for p, hw in zip(m["images"], m["shapes_hw"])]
+        plan = BatchPlan(np.arange(len(records)), np.array(m["batch_of"]), np.array(m["batch_shapes"]))
+        excluded = [Excluded(f, r) for f, r in m["excluded"]]
+        return Prepared(records, excluded, m["names"], plan, m["imgsz"], m["scan_summary"], single_cls)
+
+    @property
+    def settings(self) -> "RunSettings":
+        """What the run that filled the cache was run on."""
+        m = self.meta
+        return RunSettings(weights=m.get("weights", ""), data=m.get("data", ""), images_dir=m.get("images_dir"),
+                           device=m.get("device", ""))
+
     @staticmethod
     def open_existing(folder: str | Path) -> "RawCache":
         """Open a cache for re-evaluation, taking its key from its manifest."""
@@ -110,6 +141,23 @@ class RawCache:
             return BatchRaw(**torch.load(path, weights_only=True))
         except Exception as e:  # noqa: BLE001 - a torn or foreign file: name it
             raise DetvalError(f"{path}: unreadable raw-output batch ({e}); delete it to recompute") from e
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """The settings of the model run that a manifest records beside its key (a re-evaluation reports them)."""
+
+    weights: str
+    data: str
+    images_dir: str | None
+    device: str
+
+
+def _dataset_meta(prep: Prepared) -> dict:
+    return {"names": list(prep.names), "nc": prep.nc, "imgsz": prep.imgsz, "scan_summary": prep.scan_summary,
+            "images": [str(r.path) for r in prep.records], "shapes_hw": [list(r.shape_hw) for r in prep.records],
+            "batch_shapes": prep.plan.batch_shapes.tolist(), "batch_of": prep.plan.batch_of.tolist(),
+            "excluded": [[e.file, e.reason] for e in prep.excluded]}
 
 
 def _atomic_write_bytes(path: Path, data: bytes) -> None:

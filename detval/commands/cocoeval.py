@@ -5,7 +5,7 @@ import argparse
 import json
 import sys
 
-from detval.coco_format import BACKENDS, per_class_by_name
+from detval.coco.format import BACKENDS, per_class_by_name
 from detval.errors import DetvalError
 
 
@@ -22,15 +22,15 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from detval.coco_format import load_coco_dets, load_coco_gt
-    from detval.metrics.coco_eval import coco_evaluate
+    from detval.coco.format import load_coco_dets, load_coco_gt
+    from detval.coco.evaluate import coco_evaluate
 
     try:
         gt = load_coco_gt(args.gt)
         if args.backend == "detval":
             result = coco_evaluate(gt, load_coco_dets(args.dets, gt))
         else:
-            from detval.metrics.coco_reference import reference_evaluate
+            from detval.coco.reference import reference_evaluate
             try:
                 result = reference_evaluate(args.backend, args.gt, args.dets)
             except ImportError as e:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from detval.coco_format import BACKENDS
+from detval.coco.format import BACKENDS
 from detval.config import ValConfig
 
 
@@ -80,7 +80,7 @@ def config_from_args(args: argparse.Namespace) -> ValConfig:
 
 def run(args: argparse.Namespace) -> int:
     from detval.api import evaluate_raw, validate
-    from detval.dist import LaunchError
+    from detval.distributed import LaunchError
     from detval.errors import DetvalError
 
     try:

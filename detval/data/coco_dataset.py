@@ -7,7 +7,9 @@ from pathlib import Path
 
 import numpy as np
 
-from detval.data.scan import ImageRecord
+from PIL import Image
+
+from detval.data.scan import ImageRecord, exif_size_hw
 from detval.errors import DetvalError
 from detval.results import Excluded
 
@@ -67,3 +69,52 @@ def records_from_coco_json(instances_json: str | Path, images_dir: str | Path) -
     records.sort(key=lambda r: str(r.path))
     return CocoImageSet(records=records, names=[str(c.get("name", c["id"])) for c in cats],
                         class_map=[int(c["id"]) for c in cats], excluded=excluded)
+
+
+def is_coco_json(data: str | Path) -> bool:
+    """True when --data names a COCO instances file rather than a data.yaml."""
+    return str(data).lower().endswith(".json")
+
+
+@dataclass(frozen=True)
+class CocoSplit:
+    """What data.prepare takes from a data.yaml split, read from a COCO instances file and its image folder.
+
+    records: usable images sorted by path (YOLOv5's file order), labels float32 [n, 5] (cls, cx, cy, w, h)
+    normalized; names[i] / class_map[i]: name and COCO category id of class i (categories sorted by id)."""
+
+    records: list[ImageRecord]
+    excluded: list[Excluded]
+    names: list[str]
+    class_map: list[int]
+    scan_summary: str
+
+
+def read_coco_json_split(instances_json: str | Path, images_dir: str | Path | None) -> CocoSplit:
+    """Read --data instances.json --images DIR. Each image's header is read (not decoded) and must be readable
+    and of the JSON's size, else it is excluded: the labels are normalized by the JSON's size, the model sees the
+    file's."""
+    if not images_dir:
+        raise DetvalError(f"--data {instances_json} is a COCO JSON: --images DIR (its image folder) is needed")
+    images = records_from_coco_json(instances_json, images_dir)
+    records, excluded = [], list(images.excluded)
+    for rec in images.records:
+        try:
+            with Image.open(rec.path) as im:
+                shape_hw = exif_size_hw(im)
+        except Exception as e:  # noqa: BLE001 - any unreadable file is an excluded image, as in the YAML scan
+            excluded.append(Excluded(str(rec.path), f"unreadable image ({type(e).__name__}: {e})"))
+            continue
+        if tuple(shape_hw) != tuple(rec.shape_hw):
+            (h, w), (jh, jw) = shape_hw, rec.shape_hw
+            excluded.append(Excluded(str(rec.path), f"image is {w}x{h} (w x h), {Path(instances_json).name} "
+                                                    f"says {jw}x{jh}"))
+            continue
+        records.append(rec)
+    if not records:
+        why = f": {excluded[0].reason}" if excluded else ""
+        raise DetvalError(f"{instances_json}: no usable image in {images_dir}{why}")
+    n_labelled = sum(1 for r in records if len(r.labels))
+    summary = (f"val: Scanning {instances_json} ({images_dir})... {n_labelled} images, "
+               f"{len(records) - n_labelled} backgrounds, {len(excluded)} missing or corrupt")
+    return CocoSplit(records, excluded, images.names, images.class_map, summary)

@@ -1,6 +1,7 @@
 """Batches of letterboxed images and their labels, as YOLOv5 v7.0's LoadImagesAndLabels + collate_fn give val.py."""
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -47,11 +48,14 @@ def xyxy2xywhn(x: np.ndarray, w: int, h: int, eps: float) -> np.ndarray:
 
 
 class ValDataset(torch.utils.data.Dataset):
-    """records: ImageRecords in plan order; item i is letterboxed to its batch's shape."""
+    """records: ImageRecords in plan order; item i is letterboxed to its batch's shape. times (a timing hook, for
+    `detval bench` with no loader workers): anything with add(stage, seconds), told of decode and letterbox (or
+    'load (cache)') and preprocess."""
 
-    def __init__(self, records: list, plan: BatchPlan, img_size: int, image_cache=None) -> None:
+    def __init__(self, records: list, plan: BatchPlan, img_size: int, image_cache=None, times=None) -> None:
         self.records, self.plan, self.img_size = records, plan, img_size
         self.image_cache = image_cache
+        self.times = times
 
     def __len__(self) -> int:
         return len(self.records)
@@ -60,18 +64,27 @@ class ValDataset(torch.utils.data.Dataset):
         """-> (BGR uint8 image at its batch's shape, (h0, w0), ((h / h0, w / w0), (dw, dh)), letterbox ratio
         (rw, rh), (h, w) after load_image)."""
         rec = self.records[i]
+        t0 = time.perf_counter()
         img, (h0, w0), (h, w) = load_image(rec.path, self.img_size)
+        t1 = time.perf_counter()
         shape = tuple(int(v) for v in self.plan.batch_shapes[self.plan.batch_of[i]])
         img, ratio, pad = letterbox(img, shape, scaleup=False)
+        if self.times is not None and self.image_cache is None:
+            self.times.add("decode", t1 - t0)
+            self.times.add("letterbox", time.perf_counter() - t1)
         return img, (h0, w0), ((h / h0, w / w0), pad), ratio, (h, w)
 
     def __getitem__(self, i: int) -> tuple:
         """-> (image uint8 [3, H, W] RGB, labels float32 [n, 6] (0, cls, cx, cy, w, h) normalized to the letterboxed
         image, path str, ((h0, w0), ((h / h0, w / w0), (dw, dh))), i), the item v7.0's __getitem__ gives, plus i."""
+        t0 = time.perf_counter()
         if self.image_cache is not None:
             img, orig, ratio_pad, ratio, hw = self.image_cache.get(self, i)
+            if self.times is not None:
+                self.times.add("load (cache)", time.perf_counter() - t0)
         else:
             img, orig, ratio_pad, ratio, hw = self.load_letterboxed(i)
+        t1 = time.perf_counter()
         (h, w), pad = hw, ratio_pad[1]
         labels = self.records[i].labels.copy()
         if labels.size:
@@ -84,6 +97,8 @@ class ValDataset(torch.utils.data.Dataset):
         if len(labels):
             labels_out[:, 1:] = torch.from_numpy(labels)
         img = np.ascontiguousarray(img.transpose((2, 0, 1))[::-1])  # HWC BGR -> CHW RGB
+        if self.times is not None:
+            self.times.add("preprocess", time.perf_counter() - t1)
         return torch.from_numpy(img), labels_out, str(self.records[i].path), (orig, ratio_pad), i
 
 

@@ -9,20 +9,21 @@ import torch
 
 from detval import __version__
 from detval.config import ValConfig
+from detval.evaluation.records import Detections
 from detval.metrics.summary import DetectionMetrics
 from detval.report.save_txt import detection_lines, write_detection_txt
 from detval.results import ValResult, write_results_json
 
 
 def write_txt_files(labels_dir: Path, records: list, image_ids: torch.Tensor, det_counts: torch.Tensor,
-                    det: dict[str, torch.Tensor], save_conf: bool) -> None:
+                    det: Detections, save_conf: bool) -> None:
     """One file per image with detections, named by the image's stem (val.py --save-txt)."""
     labels_dir.mkdir(parents=True, exist_ok=True)
     offsets = np.concatenate(([0], np.cumsum(det_counts.numpy())))
     for k, i in enumerate(image_ids.tolist()):
         a, b = offsets[k], offsets[k + 1]
         rec = records[i]
-        lines = detection_lines(det["boxes"][a:b], det["conf"][a:b], det["cls"][a:b], rec.shape_hw, save_conf)
+        lines = detection_lines(det.boxes[a:b], det.conf[a:b], det.cls[a:b], rec.shape_hw, save_conf)
         write_detection_txt(labels_dir / f"{Path(rec.path).stem}.txt", lines)
 
 

@@ -5,7 +5,7 @@ The phases are pycocotools' own, each a pure function:
     merge([PerImageEval, ...]) -> PerImageEval                    parts from disjoint image sets, e.g. from ranks
     accumulate(per_image, params) -> CocoAccumulated              precision/recall/scores [T, R, K, A, M]
     summarize(accumulated) -> stats [12]                          the 12 numbers COCOeval.summarize prints
-coco_evaluate() runs them all. Boxes are COCO xywh in pixels (see detval.coco_format).
+coco_evaluate() runs them all. Boxes are COCO xywh in pixels (see detval.coco.format).
 
 Parity notes (each reproduces pycocotools 2.0.x, cocoeval.py / maskApi.c):
 - IoU is maskApi's bbIou; a crowd GT's union is the detection's area and a crowd GT can match many detections.
@@ -23,7 +23,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from detval.coco_format import CocoDetections, CocoGroundTruth
+from detval.coco.format import CocoDetections, CocoGroundTruth
 
 # det_status codes
 FP, TP, IGNORED = 0, 1, 2

@@ -1,10 +1,10 @@
-"""detval.dist.gather: ragged per-image statistics reach rank 0 bit for bit, in image id order."""
+"""detval.distributed.gather: ragged per-image statistics reach rank 0 bit for bit, in image id order."""
 import pytest
 import torch
 
 import dist_workers
 from dist_workers import assert_bit_identical
-from detval.dist import gather_objects, gather_ragged, launch, single_process_context, sort_by_image
+from detval.distributed import gather_objects, gather_ragged, launch, single_process_context, sort_by_image
 
 
 def test_sort_by_image_restores_id_order_and_keeps_rows_with_their_image():

@@ -1,4 +1,4 @@
-"""detval.dist under torchrun: the same gather, and a failing rank ends the job non-zero with its name."""
+"""detval.distributed under torchrun: the same gather, and a failing rank ends the job non-zero with its name."""
 import os
 import subprocess
 import sys

@@ -15,7 +15,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-from detval.dist.context import DistContext, raise_if_peer_failed
+from detval.distributed.context import DistContext, raise_if_peer_failed
 
 Ragged = tuple[Tensor, dict[str, Tensor], Tensor]
 """(image_ids Tensor[int64, n], rows {name: Tensor[n_rows, ...]}, counts Tensor[int64, n])."""

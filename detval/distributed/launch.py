@@ -27,7 +27,7 @@ from typing import Any, Callable
 import torch
 import torch.distributed as dist
 
-from detval.dist.context import (
+from detval.distributed.context import (
     DEFAULT_TIMEOUT_S, DistContext, PeerFailure, connect, from_torchrun_env, publish_failure, shutdown,
     single_process_context,
 )

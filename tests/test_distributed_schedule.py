@@ -1,9 +1,9 @@
-"""detval.dist.schedule: static split, dynamic claims from the shared store, progress counter."""
+"""detval.distributed.schedule: static split, dynamic claims from the shared store, progress counter."""
 import pytest
 import torch
 
 import dist_workers
-from detval.dist import DistContext, ProgressCounter, iter_batches, launch, single_process_context, static_split
+from detval.distributed import DistContext, ProgressCounter, iter_batches, launch, single_process_context, static_split
 
 
 @pytest.mark.parametrize("n_batches", [0, 1, 3, 4, 7, 10])

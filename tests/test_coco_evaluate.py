@@ -1,4 +1,4 @@
-"""detval.metrics.coco_eval against pycocotools: identical floats on sets built to hit every COCOeval rule."""
+"""detval.coco.evaluate against pycocotools: identical floats on sets built to hit every COCOeval rule."""
 from __future__ import annotations
 
 import contextlib
@@ -11,12 +11,12 @@ from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from detval.coco_format import load_coco_dets, load_coco_gt
-from detval.metrics.coco_eval import (FP, IGNORED, STAT_NAMES, TP, CocoParams, PerImageEval, _min_count_reaching,
+from detval.coco.format import load_coco_dets, load_coco_gt
+from detval.coco.evaluate import (FP, IGNORED, STAT_NAMES, TP, CocoParams, PerImageEval, _min_count_reaching,
                                       accumulate, box_iou_coco, category_shares, coco_evaluate, evaluate_images,
                                       format_summary, greedy_match, join_categories, merge, select_categories,
                                       summarize)
-from detval.metrics.coco_reference import reference_evaluate
+from detval.coco.reference import reference_evaluate
 
 SPECS = {
     "default": SynthSpec(seed=0),

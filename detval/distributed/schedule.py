@@ -16,7 +16,7 @@ from __future__ import annotations
 import time
 from typing import Callable, Iterator, Literal
 
-from detval.dist.context import DistContext, raise_if_peer_failed
+from detval.distributed.context import DistContext, raise_if_peer_failed
 
 
 def static_split(n_batches: int, rank: int, world_size: int) -> list[int]:

@@ -1,4 +1,4 @@
-"""detval.coco_step: --save-json's predictions file and COCO metrics, on real coco128 detections of yolov5n.
+"""detval.evaluation.coco (and coco.ground_truth): --save-json's predictions file and COCO metrics, on real coco128 detections of yolov5n.
 
 The detections come from one real model run at imgsz 160 (a few seconds); every COCO number is checked against
 pycocotools on the written file, and a two-rank run against the single process."""
@@ -13,38 +13,58 @@ import pytest
 import torch
 import yaml
 
-from detval import dist
-from detval.api import gather_outputs
-from detval.coco_format import COCO80_NAMES, COCO80_TO_91, yolo_labels_to_coco_gt
-from detval.coco_step import (CocoGt, coco_class_map, coco_ground_truth, evaluate_rank, finish_coco,
-                              predictions_json_path, rank_coco_part, read_coco_json_split, records_with_labels)
+from detval import distributed
+from detval.coco.evaluate import STAT_NAMES, merge
+from detval.coco.format import COCO80_NAMES, COCO80_TO_91, yolo_labels_to_coco_gt
+from detval.coco.ground_truth import CocoGt, coco_class_map, coco_ground_truth, records_with_labels
+from detval.coco.predictions import predictions_json_path
+from detval.coco.reference import reference_evaluate
 from detval.config import ValConfig
 from detval.data import ImageRecord
-from detval.engine import RankOutput, StatsAccumulator, prepare, run_batches
+from detval.data.coco_dataset import read_coco_json_split
 from detval.errors import DetvalError
-from detval.metrics.coco_eval import STAT_NAMES, merge
-from detval.metrics.coco_reference import reference_evaluate
-from detval.model import load_model
+from detval.evaluation import ImageBatch
+from detval.evaluation.coco import CocoEvaluator
+from detval.inference import StageTimes
+from detval.run import open_inputs, run_live
 
 quiet = lambda *a, **k: None  # noqa: E731
 
 
 @pytest.fixture(scope="module")
 def run(data_dir):
-    """(cfg, prep, RankOutput of the whole run) for yolov5n on coco128 at imgsz 160, as rank_main computes it."""
+    """(cfg, prep, every batch as the evaluators get it, plan order) for yolov5n on coco128 at imgsz 160, as
+    detval.run computes them."""
     cfg = ValConfig(weights=str(data_dir / "weights" / "yolov5n.pt"), data=str(data_dir / "coco128" / "coco128.yaml"),
-                    imgsz=160, workers=0, quiet=True, plots=False, save_json=True)
-    loaded = load_model(cfg.weights, None, device=torch.device("cpu"))
-    prep = prepare(cfg, int(loaded.stride.max()))
-    acc = StatsAccumulator(cfg, prep.nc)
-    run_batches(prep, loaded.model, range(len(prep.plan.batch_shapes)), torch.device("cpu"), cfg, acc)
-    return cfg, prep, acc.output()
+                    imgsz=160, workers=0, quiet=True, plots=False)
+    ctx = distributed.single_process_context()
+    inputs = open_inputs(ctx, cfg, quiet)
+    return cfg, inputs.prep, [out.native() for out in run_live(ctx, inputs, StageTimes(), workers=0)]
 
 
-def _single(gt: CocoGt, out: RankOutput, pred_json: Path) -> dict | None:
-    ctx = dist.single_process_context()
-    part = rank_coco_part(ctx, gt, out)
-    return finish_coco(gt, gather_outputs(ctx, out), part, pred_json, quiet)
+def _evaluate(ctx, gt: CocoGt, batches: list[ImageBatch], pred_json: Path, say=quiet) -> dict | None:
+    ev = CocoEvaluator(gt)
+    for b in batches:
+        ev.process(b)
+    ev.gather(distributed.Comm(ctx))
+    return ev.evaluate(pred_json, say) if ctx.is_main else None
+
+
+def _single(gt: CocoGt, batches: list[ImageBatch], pred_json: Path, say=quiet) -> dict | None:
+    return _evaluate(distributed.single_process_context(), gt, batches, pred_json, say)
+
+
+def _subset(batches: list[ImageBatch], keep) -> list[ImageBatch]:
+    """The images i with keep(i), per batch."""
+    out = []
+    for b in batches:
+        k = [j for j, i in enumerate(b.image_ids) if keep(i)]
+        out.append(ImageBatch([b.image_ids[j] for j in k], [b.dets[j] for j in k], [b.labels[j] for j in k]))
+    return out
+
+
+def _with_dets(batches: list[ImageBatch], fn) -> list[ImageBatch]:
+    return [ImageBatch(b.image_ids, [fn(d) for d in b.dets], b.labels) for b in batches]
 
 
 def _yolov5_save_one_json(predn: torch.Tensor, stem: str, class_map) -> list[dict]:
@@ -66,12 +86,10 @@ def test_predictions_json_is_val_pys_and_metrics_equal_pycocotools(run, tmp_path
     coco = _single(gt, out, pred_json)
 
     # the file, byte for byte: val.py's jdict in plan order (json.dump, default separators)
-    expected, start = [], 0
-    for i, n in zip(out.image_ids.tolist(), out.det_counts.tolist()):
-        predn = torch.cat((out.det["boxes"][start:start + n], out.det["conf"][start:start + n, None],
-                           out.det["cls"][start:start + n, None]), 1)
-        expected += _yolov5_save_one_json(predn, prep.records[i].path.stem, COCO80_TO_91)
-        start += n
+    expected = []
+    for b in out:
+        for i, predn in zip(b.image_ids, b.dets):
+            expected += _yolov5_save_one_json(predn, prep.records[i].path.stem, COCO80_TO_91)
     assert len(expected) > 1000
     assert pred_json.read_text() == json.dumps(expected)
 
@@ -88,10 +106,8 @@ def test_reference_backends_give_the_same_numbers(run, tmp_path):
     cfg, prep, out = run
     ours = _single(coco_ground_truth(cfg.data, None, prep.records, prep.names), out, tmp_path / "a.json")
     gt = coco_ground_truth(cfg.data, None, prep.records, prep.names, backend="pycocotools")
-    assert rank_coco_part(dist.single_process_context(), gt, out) is None    # ranks skip their part
     lines = []
-    theirs = finish_coco(gt, gather_outputs(dist.single_process_context(), out), None, tmp_path / "b.json",
-                         lambda *a, **k: lines.append(" ".join(map(str, a))))
+    theirs = _single(gt, out, tmp_path / "b.json", lambda *a, **k: lines.append(" ".join(map(str, a))))
     np.testing.assert_allclose(theirs["stats"], ours["stats"], rtol=0, atol=1e-12)
     assert theirs["per_class_ap"] == pytest.approx(ours["per_class_ap"], abs=1e-12)
     assert (tmp_path / "a.json").read_bytes() == (tmp_path / "b.json").read_bytes()
@@ -102,32 +118,18 @@ def test_reference_backends_give_the_same_numbers(run, tmp_path):
         coco_ground_truth(cfg.data, None, prep.records, prep.names, backend="nope")
 
 
-def _rank_fn(ctx: dist.DistContext, data: str, records, names, out: RankOutput, pred_json: str):
-    """One rank of a run: this rank's images are every world_size-th batch's (as a static split would give)."""
+def _rank_fn(ctx: distributed.DistContext, data: str, records, names, out: list[ImageBatch], pred_json: str):
+    """One rank of a run: this rank's images are every world_size-th group of 7 (as a static split would give)."""
     gt = coco_ground_truth(data, None, records, names)
-    mine = torch.tensor([(i // 7) % ctx.world_size == ctx.rank for i in out.image_ids.tolist()])
-    part = rank_coco_part(ctx, gt, _subset(out, mine))
-    merged = gather_outputs(ctx, _subset(out, mine))
-    if not ctx.is_main:
-        return None
-    return finish_coco(gt, merged, part, Path(pred_json), quiet)
-
-
-def _subset(out: RankOutput, keep: torch.Tensor) -> RankOutput:
-    """The images with keep[i] (in out's order), with their detection and label rows."""
-    det_keep = torch.repeat_interleave(keep, out.det_counts)
-    lab_keep = torch.repeat_interleave(keep, out.label_counts)
-    return RankOutput(out.image_ids[keep], out.det_counts[keep], {k: v[det_keep] for k, v in out.det.items()},
-                      out.label_counts[keep], {k: v[lab_keep] for k, v in out.labels.items()}, out.confusion,
-                      dict(out.seconds), out.batches)
+    return _evaluate(ctx, gt, _subset(out, lambda i: (i // 7) % ctx.world_size == ctx.rank), Path(pred_json))
 
 
 @pytest.mark.parametrize("world_size", [2, 3])
 def test_several_ranks_equal_one(run, tmp_path, world_size):
     """Each rank evaluates its images and accumulates its share of the categories: the same numbers."""
     cfg, prep, out = run
-    one = _rank_fn(dist.single_process_context(), cfg.data, prep.records, prep.names, out, str(tmp_path / "1.json"))
-    many = dist.launch(_rank_fn, (cfg.data, prep.records, prep.names, out, str(tmp_path / "n.json")),
+    one = _rank_fn(distributed.single_process_context(), cfg.data, prep.records, prep.names, out, str(tmp_path / "1.json"))
+    many = distributed.launch(_rank_fn, (cfg.data, prep.records, prep.names, out, str(tmp_path / "n.json")),
                        world_size=world_size, threads_per_rank=1)
     assert many == one
     assert (tmp_path / "1.json").read_bytes() == (tmp_path / "n.json").read_bytes()
@@ -136,23 +138,25 @@ def test_several_ranks_equal_one(run, tmp_path, world_size):
 def test_rank_parts_merge_to_the_whole_even_when_a_rank_has_no_images(run):
     cfg, prep, out = run
     gt = coco_ground_truth(cfg.data, None, prep.records, prep.names)
-    whole = evaluate_rank(gt, out.image_ids, out.det_counts, out.det)
-    n = len(out.image_ids)
-    parts = []
-    for keep in (torch.arange(n) % 3 == 0, torch.arange(n) % 3 != 0, torch.zeros(n, dtype=torch.bool)):
-        sub = _subset(out, keep)
-        parts.append(evaluate_rank(gt, sub.image_ids, sub.det_counts, sub.det))
+    whole = _per_image(gt, out)
+    parts = [_per_image(gt, _subset(out, keep)) for keep in (lambda i: i % 3 == 0, lambda i: i % 3 != 0,
+                                                              lambda i: False)]
     merged = merge(parts)
     for name in whole.__dataclass_fields__:
         np.testing.assert_array_equal(getattr(merged, name), getattr(whole, name), err_msg=name)
 
 
+def _per_image(gt: CocoGt, batches: list[ImageBatch]):
+    ev = CocoEvaluator(gt)
+    for b in batches:
+        ev.process(b)
+    return ev.per_image()
+
+
 def test_no_detections_writes_nothing(run, tmp_path):
     cfg, prep, out = run
     gt = coco_ground_truth(cfg.data, None, prep.records, prep.names)
-    empty = _subset(out, torch.zeros(len(out.image_ids), dtype=torch.bool))
-    none = RankOutput(out.image_ids, torch.zeros_like(out.det_counts), empty.det, out.label_counts, out.labels,
-                      out.confusion)
+    none = _with_dets(out, lambda d: d[:0])
     assert _single(gt, none, tmp_path / "p.json") is None
     assert not (tmp_path / "p.json").exists()
 
@@ -228,7 +232,7 @@ def test_single_cls_and_records_from_a_raw_cache(run, tmp_path):
     gt = coco_ground_truth(cfg.data, None, relabelled, prep.names, single_cls=True)
     assert gt.gt.category_ids.tolist() == [1] and gt.names == {1: "item"}
     assert len(gt.gt.ann_ids) == sum(len(r.labels) for r in prep.records)
-    one_class = replace(out, det={**out.det, "cls": torch.zeros_like(out.det["cls"])})
+    one_class = _with_dets(out, lambda d: torch.cat((d[:, :5], torch.zeros_like(d[:, 5:])), 1))
     coco = _single(gt, one_class, tmp_path / "p.json")
     ref = reference_evaluate("pycocotools", gt.source, tmp_path / "p.json")
     np.testing.assert_allclose(coco["stats"], ref.stats, rtol=0, atol=1e-12)

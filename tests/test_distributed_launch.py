@@ -1,4 +1,4 @@
-"""detval.dist.launch: ranks start, rank 0's value comes back, and any failure stops the run fast."""
+"""detval.distributed.launch: ranks start, rank 0's value comes back, and any failure stops the run fast."""
 import os
 import signal
 import subprocess
@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 import dist_workers
-from detval.dist import LaunchError, launch
+from detval.distributed import LaunchError, launch
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -65,7 +65,7 @@ def test_run_timeout_stops_a_hung_run(tmp_path):
 
 def test_ctrl_c_in_the_parent_stops_every_child(tmp_path):
     script = ("import sys, dist_workers\n"
-              "from detval.dist import launch\n"
+              "from detval.distributed import launch\n"
               "launch(dist_workers.wait_forever, (sys.argv[1],), world_size=2)\n")
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), str(REPO / "tests")]))
     parent = subprocess.Popen([sys.executable, "-c", script, str(tmp_path)], env=env, stderr=subprocess.PIPE)

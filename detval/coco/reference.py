@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from detval.metrics.coco_eval import CocoAccumulated, CocoParams, CocoResult, per_class_ap
+from detval.coco.evaluate import CocoAccumulated, CocoParams, CocoResult, per_class_ap
 
 BACKENDS = ("pycocotools", "faster-coco-eval")
 

@@ -1,0 +1,101 @@
+"""A run's dataset side, read up front: files -> records (every bad file found here, before any inference) ->
+batch plan. The run modes that change the data are applied here, once: --single-cls zeroes every label's class,
+--task speed takes square batches."""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from detval.config import ValConfig
+from detval.data.coco_dataset import is_coco_json, read_coco_json_split
+from detval.data.dataset_yaml import DataError, list_images, load_data_config
+from detval.data.plan import BatchPlan, rect_batch_plan, square_batch_plan
+from detval.data.scan import ImageRecord, scan_images
+from detval.results import Excluded
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """Everything each rank knows before the first batch. records are in batch-plan order (labels of class 0 with
+    --single-cls); names: the dataset's class names (COCO category ids come from them); metric_names: the classes
+    the metrics count (["item"] with --single-cls)."""
+
+    records: list[ImageRecord]
+    excluded: list[Excluded]
+    names: list[str]
+    plan: BatchPlan
+    imgsz: int
+    scan_summary: str
+    single_cls: bool = False
+
+    @property
+    def nc(self) -> int:
+        return len(self.names)
+
+    @property
+    def metric_names(self) -> list[str]:
+        return ["item"] if self.single_cls else list(self.names)
+
+
+def make_divisible(x: int, divisor: int) -> int:
+    return int(np.ceil(x / divisor) * divisor)
+
+
+def prepare(cfg: ValConfig, stride: int) -> Prepared:
+    """Read cfg.data's split (a data.yaml, or a COCO instances.json with cfg.images) and plan its batches."""
+    records, excluded, names, summary = _read_split(cfg)
+    records = single_class(records) if cfg.single_cls else records
+    imgsz = make_divisible(cfg.imgsz, stride)
+    if cfg.task == "speed":
+        plan = square_batch_plan(len(records), cfg.batch_size, imgsz)
+    else:
+        plan = rect_batch_plan(np.array([r.shape_hw for r in records]), cfg.batch_size, imgsz, stride, pad=0.5)
+    records = [records[i] for i in plan.order]
+    return Prepared(records, excluded, list(names), plan, imgsz, summary, cfg.single_cls)
+
+
+def _read_split(cfg: ValConfig) -> tuple[list[ImageRecord], list[Excluded], list[str], str]:
+    if is_coco_json(cfg.data):
+        split = read_coco_json_split(cfg.data, cfg.images)
+        return list(split.records), list(split.excluded), split.names, split.scan_summary
+    data = load_data_config(cfg.data)
+    split_name = "val" if cfg.task in ("val", "speed") else cfg.task
+    sources = getattr(data, split_name)
+    if not sources:
+        raise DataError(f"{cfg.data}: no '{split_name}' split")
+    scan = scan_images(list_images(sources), data.nc)
+    summary = (f"{split_name}: Scanning {', '.join(str(s) for s in sources)}... {scan.n_found_labels} images, "
+               f"{scan.n_missing + scan.n_empty} backgrounds, {scan.n_corrupt} corrupt")
+    return list(scan.records), list(scan.excluded), data.names, summary
+
+
+def single_class(records: list[ImageRecord]) -> list[ImageRecord]:
+    """--single-cls: every label of class 0 (val.py trains and validates such a run as one class)."""
+    return [replace(r, labels=_class_zero(r.labels)) for r in records]
+
+
+def single_class_labels(labels):
+    """The same for one batch's label tensor [M, 5] (cls first), as a raw-output cache stored it."""
+    out = labels.clone()
+    out[:, 0] = 0
+    return out
+
+
+def _class_zero(labels: np.ndarray) -> np.ndarray:
+    labels = np.array(labels, dtype=np.float32).reshape(-1, 5)
+    labels[:, 0] = 0
+    return labels
+
+
+def plan_digest(prep: Prepared) -> str:
+    """What every rank must agree on before batch ids mean the same images everywhere: the image paths, sizes and
+    labels in plan order, and the batch plan (no file times: nodes may hold copies)."""
+    h = hashlib.sha256()
+    for r in prep.records:
+        h.update(f"{r.path}|{tuple(r.shape_hw)}|".encode())
+        h.update(np.ascontiguousarray(r.labels, dtype=np.float32).tobytes())
+    h.update(np.ascontiguousarray(prep.plan.batch_of, dtype=np.int64).tobytes())
+    h.update(np.ascontiguousarray(prep.plan.batch_shapes, dtype=np.int64).tobytes())
+    return h.hexdigest()
