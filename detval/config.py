@@ -4,6 +4,19 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
+from detval.errors import DetvalError
+
+TASKS = ("train", "val", "test", "speed")
+SCHEDULES = ("dynamic", "static")
+CACHE_KINDS = ("ram", "disk")
+COCO_BACKENDS = ("detval", "pycocotools", "faster-coco-eval")  # COCO evaluators: detval's and the references
+# val.py --task speed times the model: these thresholds and no plots, whatever else was asked (v7.0 main()).
+SPEED_SETTINGS = {"conf_thres": 0.25, "iou_thres": 0.45, "plots": False}
+
+
+class ConfigError(DetvalError, ValueError):
+    """A setting out of range; a ValueError too, for callers of the Python API that catch that."""
+
 
 @dataclass(frozen=True)
 class ValConfig:
@@ -16,7 +29,7 @@ class ValConfig:
     conf_thres: float = 0.001
     iou_thres: float = 0.6
     max_det: int = 300
-    task: str = "val"  # train, val, test or speed
+    task: str = "val"  # train, val, test or speed (speed: SPEED_SETTINGS override the thresholds and plots)
     device: str = ""  # "", "cpu", "0", "0,1,2,3"
     workers: int = 8
     single_cls: bool = False
@@ -43,21 +56,29 @@ class ValConfig:
     quiet: bool = False
 
     def __post_init__(self) -> None:
+        if self.task == "speed":  # applied here, so that the API and the CLI run the same settings
+            for name, value in SPEED_SETTINGS.items():
+                object.__setattr__(self, name, value)  # frozen: __post_init__ is the one place it may be set
+        self._check()
+
+    def _check(self) -> None:
         checks = [
             (self.imgsz > 0, f"--imgsz must be positive, got {self.imgsz}"),
             (self.batch_size > 0, f"--batch-size must be positive, got {self.batch_size}"),
             (0.0 <= self.conf_thres <= 1.0, f"--conf-thres must be in [0, 1], got {self.conf_thres}"),
             (0.0 <= self.iou_thres <= 1.0, f"--iou-thres must be in [0, 1], got {self.iou_thres}"),
             (self.max_det > 0, f"--max-det must be positive, got {self.max_det}"),
-            (self.task in ("train", "val", "test", "speed"), f"--task must be train, val, test or speed, got {self.task}"),
+            (self.task in TASKS, f"--task must be {_one_of(TASKS)}, got {self.task}"),
             (self.nproc > 0, f"--nproc must be positive, got {self.nproc}"),
-            (self.cache in (None, "ram", "disk"), f"--cache must be ram or disk, got {self.cache}"),
-            (self.schedule in ("dynamic", "static"), f"--schedule must be dynamic or static, got {self.schedule}"),
+            (self.cache in (None, *CACHE_KINDS), f"--cache must be {_one_of(CACHE_KINDS)}, got {self.cache}"),
+            (self.schedule in SCHEDULES, f"--schedule must be {_one_of(SCHEDULES)}, got {self.schedule}"),
+            (self.coco_backend in COCO_BACKENDS,
+             f"--coco-backend must be {_one_of(COCO_BACKENDS)}, got {self.coco_backend}"),
             (self.workers >= 0, f"--workers must be >= 0, got {self.workers}"),
         ]
         for ok, message in checks:
             if not ok:
-                raise ValueError(message)
+                raise ConfigError(message)
 
     def settings(self) -> dict:
         """All settings as a plain dict for results.json."""
@@ -66,6 +87,10 @@ class ValConfig:
     @classmethod
     def field_names(cls) -> list[str]:
         return [f.name for f in fields(cls)]
+
+
+def _one_of(choices: tuple[str, ...]) -> str:
+    return ", ".join(choices[:-1]) + f" or {choices[-1]}"
 
 
 def increment_path(path: Path, exist_ok: bool = False) -> Path:

@@ -24,6 +24,8 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from detval.errors import DetvalError
+
 
 @dataclass(frozen=True)
 class ClassResult:
@@ -106,5 +108,8 @@ def read_results_json(run_dir: Path) -> dict:
     if p.is_dir():
         p = p / "results.json"
     if not p.is_file():
-        raise FileNotFoundError(f"no results.json at {p}")
-    return json.loads(p.read_text())
+        raise FileNotFoundError(f"no results.json at {p} (is it a detval run folder?)")
+    try:
+        return json.loads(p.read_text())
+    except json.JSONDecodeError as e:
+        raise DetvalError(f"{p}: results.json is not valid JSON ({e})") from None

@@ -57,5 +57,5 @@ def test_cli(data_dir, tmp_path, capsys):
     assert main(args) == 0
     out = capsys.readouterr().out
     assert "4 images" in out and "inference in whole batches" in out and "images/s" in out
-    assert main(["bench", "--weights", str(tmp_path / "missing.pt"), "--data", args[4]]) == 1
+    assert main(["bench", "--weights", str(tmp_path / "missing.pt"), "--data", args[4]]) == 2
     assert "no such weights file" in capsys.readouterr().err

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from detval.model import CheckpointError, LoadedModel, check_nc, load_model
-from detval.model.checkpoint import RefusedGlobal
+from detval.model.unpickler import RefusedGlobal
 from detval.paths import shared_data_dir
 
 # Published alongside the file (shared/data/SOURCES.md).

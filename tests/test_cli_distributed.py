@@ -121,7 +121,7 @@ def test_a_rank_failing_mid_run_fails_the_command_naming_it(data_dir, tmp_path, 
     expected = f"rank 1 failed: RuntimeError: {fault_message(1, 1)}"
     assert p.returncode != 0 and expected in p.stderr, p.stderr[-3000:]
     if launcher == "nproc":
-        assert p.returncode == 1 and f"detval: error: {expected}" in p.stderr
+        assert p.returncode == 2 and f"detval: error: {expected}" in p.stderr
     assert not (run_dir / "results.json").exists()
 
 

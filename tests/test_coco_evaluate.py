@@ -212,14 +212,9 @@ def test_matches_pycocotools_on_coco128_yolov5n_predictions():
 
 
 def _cocoeval_cli(capsys, *argv):
-    import argparse
+    from detval.cli import main
 
-    from detval.commands import cocoeval
-
-    parser = argparse.ArgumentParser()
-    cocoeval.add_parser(parser.add_subparsers())
-    args = parser.parse_args(["cocoeval", *map(str, argv)])
-    rc = args.run(args)
+    rc = main(["cocoeval", *map(str, argv)])
     out = capsys.readouterr()
     return rc, out.out, out.err
 
@@ -251,4 +246,4 @@ def test_cocoeval_command(tmp_path, capsys):
 
     (tmp_path / "bad.json").write_text("[{")
     rc, out, err = _cocoeval_cli(capsys, tmp_path / "gt.json", tmp_path / "bad.json")
-    assert rc == 1 and "bad.json" in err and out == ""
+    assert rc == 2 and "bad.json" in err and out == ""

@@ -1,10 +1,9 @@
 """report/compare.py and `detval compare`: deltas, flags, one-run classes, settings warnings, CLI."""
-import argparse
 import json
 
 import pytest
 
-from detval.commands import compare as compare_cmd
+from detval.cli import main
 from detval.report.compare import compare_runs, comparison_to_json, format_comparison
 from detval.results import ClassResult, ValResult, write_results_json
 
@@ -94,10 +93,7 @@ def test_json_form_round_trips():
 
 
 def _cli(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="detval")
-    compare_cmd.add_parser(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    return args.run(args)
+    return main(argv)
 
 
 @pytest.fixture
@@ -128,7 +124,7 @@ def test_cli_missing_results_is_an_error(run_dirs, tmp_path, capsys):
     a, _ = run_dirs
     empty = tmp_path / "empty"
     empty.mkdir()
-    assert _cli(["compare", str(a), str(empty)]) == 1
+    assert _cli(["compare", str(a), str(empty)]) == 2
     err = capsys.readouterr().err
     assert "results.json" in err and str(empty) in err
-    assert _cli(["compare", str(tmp_path / "nowhere"), str(a)]) == 1
+    assert _cli(["compare", str(tmp_path / "nowhere"), str(a)]) == 2

@@ -13,9 +13,8 @@ from typing import Any
 
 import numpy as np
 
+from detval.config import COCO_BACKENDS as BACKENDS  # noqa: F401 (re-exported: the evaluators by name)
 from detval.errors import DetvalError
-
-BACKENDS = ("detval", "pycocotools", "faster-coco-eval")  # COCO evaluators: detval's and the references
 
 # YOLOv5 utils.general.coco80_to_coco91_class(): model class index (0..79) -> COCO category id (1..90).
 COCO80_TO_91: tuple[int, ...] = (

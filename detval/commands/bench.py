@@ -9,12 +9,12 @@ fast but wrong setting shows).
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from dataclasses import dataclass, field, replace
 
 import torch
 
+from detval.commands.options import config_from_args
 from detval.config import ValConfig
 from detval.devices import parse_devices
 from detval.distributed import Comm, single_process_context
@@ -92,37 +92,7 @@ def run_stage_bench(cfg: ValConfig, max_batches: int | None = None, chunked: boo
     return BenchReport(times.images, times.seconds, setup, result, desc)
 
 
-def add_parser(sub) -> None:
-    p = sub.add_parser("bench", help="time each stage of a validation (images/s per stage)",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--weights", required=True)
-    p.add_argument("--data", required=True)
-    p.add_argument("--cfg", help="model yaml for a plain state_dict")
-    p.add_argument("--imgsz", "--img", "--img-size", type=int, default=640)
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--conf-thres", type=float, default=0.001)
-    p.add_argument("--iou-thres", type=float, default=0.6)
-    p.add_argument("--device", default="")
-    p.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's)")
-    p.add_argument("--half", action="store_true")
-    p.add_argument("--cache", choices=["ram", "disk"], help="read images through the image cache")
-    p.add_argument("--cache-dir", help="disk cache folder (default ~/.cache/detval/images)")
-    p.add_argument("--max-batches", type=int, help="time only the first N batches of the plan")
-    p.add_argument("--whole-batches", action="store_true", help="CPU: run each batch at once, not in chunks")
-    p.set_defaults(run=run)
-
-
 def run(args: argparse.Namespace) -> int:
-    from detval.errors import DetvalError
-
-    try:
-        cfg = ValConfig(weights=args.weights, data=args.data, cfg=args.cfg, imgsz=args.imgsz,
-                        batch_size=args.batch_size, conf_thres=args.conf_thres, iou_thres=args.iou_thres,
-                        device=args.device, threads=args.threads, half=args.half, cache=args.cache,
-                        cache_dir=args.cache_dir)
-        report = run_stage_bench(cfg, args.max_batches, chunked=not args.whole_batches)
-    except (DetvalError, ValueError, FileNotFoundError) as e:
-        print(f"detval: error: {e}", file=sys.stderr)
-        return 1
+    report = run_stage_bench(config_from_args(args), args.max_batches, chunked=not args.whole_batches)
     print("\n".join(report.lines()))
     return 0

@@ -10,12 +10,33 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import functools
+import importlib.util
+from pathlib import Path
+
 import torch
-import torchvision
 
 from detval.ops.boxes import xywh2xyxy
 
 MAX_WH = 7680  # class offset in pixels for batched (per-class) NMS, as v7.0
+
+
+@functools.lru_cache(maxsize=1)
+def _nms_kernel():
+    """torchvision's NMS kernel, the one torchvision.ops.nms calls (same op, same digits).
+
+    `import torchvision` costs ~1.1 s here (its models and ops pull in torch._dynamo), three times the work
+    of a `detval eval`; loading only its compiled ops library takes 1 ms. Falls back to the import when the
+    library is not where this torchvision keeps it.
+    """
+    if not hasattr(torch.ops.torchvision, "nms"):
+        spec = importlib.util.find_spec("torchvision")
+        libs = sorted(Path(spec.submodule_search_locations[0]).glob("_C*.so")) if spec is not None else []
+        try:
+            torch.ops.load_library(str(libs[0]))
+        except (IndexError, OSError):
+            import torchvision  # noqa: F401 -- registers its ops on import
+    return torch.ops.torchvision.nms
 
 
 @dataclass(frozen=True)
@@ -63,7 +84,7 @@ def nms_select(x: torch.Tensor, cfg: NmsConfig) -> torch.Tensor:
         return x
     x = x[x[:, 4].argsort(descending=True)[: cfg.max_nms]]
     offsets = x[:, 5:6] * (0 if cfg.agnostic else MAX_WH)
-    keep = torchvision.ops.nms(x[:, :4] + offsets, x[:, 4], cfg.iou_thres)[: cfg.max_det]
+    keep = _nms_kernel()(x[:, :4] + offsets, x[:, 4], cfg.iou_thres)[: cfg.max_det]
     return x[keep]
 
 
