@@ -5,7 +5,6 @@
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import time
 from dataclasses import dataclass, field
@@ -20,6 +19,7 @@ from detval.coco_step import is_coco_json, read_coco_json_split
 from detval.config import ValConfig
 from detval.data import (BatchPlan, DataError, ImageRecord, ValDataset, batch_indices, collate, list_images,
                          load_data_config, rect_batch_plan, scan_images, square_batch_plan)
+from detval.data.agreement import agreement_digest
 from detval.metrics.image_stats import image_stats
 from detval.metrics.summary import DetectionMetrics, detection_metrics
 from detval.model import LoadedModel, check_nc, load_model
@@ -94,15 +94,8 @@ def prepare(cfg: ValConfig, stride: int) -> Prepared:
 
 
 def plan_digest(prep: Prepared) -> str:
-    """What every rank must agree on before batch ids mean the same images everywhere: the image paths, sizes and
-    labels in plan order, and the batch plan (no file times: nodes may hold copies)."""
-    h = hashlib.sha256()
-    for r in prep.records:
-        h.update(f"{r.path}|{tuple(r.shape_hw)}|".encode())
-        h.update(np.ascontiguousarray(r.labels, dtype=np.float32).tobytes())
-    h.update(np.ascontiguousarray(prep.plan.batch_of, dtype=np.int64).tobytes())
-    h.update(np.ascontiguousarray(prep.plan.batch_shapes, dtype=np.int64).tobytes())
-    return h.hexdigest()
+    """What every rank must agree on: data.agreement_digest of the records and plan."""
+    return agreement_digest(prep.records, prep.plan)
 
 
 def prepare_from_raw(meta: dict) -> Prepared:
