@@ -2,6 +2,8 @@
 one process does; a failing rank or Ctrl-C ends the whole run, non-zero, in bounded time."""
 import json
 import os
+import shutil
+import socket
 import signal
 import subprocess
 import sys
@@ -27,9 +29,13 @@ def _val_args(data_dir: Path, run_dir: Path, *extra: str, imgsz: int = IMGSZ, ba
             "--project", str(run_dir.parent), "--name", run_dir.name, *extra]
 
 
-def _torchrun() -> list[str]:
+def _torchrun_launcher() -> list[str]:
     script = Path(sys.executable).with_name("torchrun")
-    launcher = [str(script)] if script.is_file() else [sys.executable, "-m", "torch.distributed.run"]
+    return [str(script)] if script.is_file() else [sys.executable, "-m", "torch.distributed.run"]
+
+
+def _torchrun() -> list[str]:
+    launcher = _torchrun_launcher()
     # --standalone: a free port of its own, so that concurrent runs cannot collide on the default one
     return launcher + ["--standalone", "--nnodes", "1", "--nproc_per_node", "2"]
 
@@ -200,3 +206,48 @@ def _alive(pids: set[int]) -> set[int]:
         if state != "Z":
             alive.add(pid)
     return alive
+
+
+def _dataset_copy(data_dir: Path, root: Path, n: int = 12) -> Path:
+    """The first n coco128 images and labels copied under root (a node's own mount); returns its data yaml."""
+    src = data_dir / "coco128"
+    for sub, ext in (("images", ".jpg"), ("labels", ".txt")):
+        (root / sub / "train2017").mkdir(parents=True)
+    for image in sorted((src / "images" / "train2017").glob("*.jpg"))[:n]:
+        shutil.copy(image, root / "images" / "train2017")
+        label = src / "labels" / "train2017" / f"{image.stem}.txt"
+        if label.is_file():
+            shutil.copy(label, root / "labels" / "train2017")
+    shutil.copy(src / "coco128.yaml", root / "coco128.yaml")  # path: . -> this copy
+    return root / "coco128.yaml"
+
+
+def test_two_nodes_reading_their_own_copies_at_different_paths_match_one_process(data_dir, tmp_path):
+    """torchrun --nnodes 2 on localhost, one process a node, each node with its dataset at another path."""
+    yamls = [_dataset_copy(data_dir, tmp_path / "node0" / "coco"), _dataset_copy(data_dir, tmp_path / "mnt" / "n1")]
+    weights = data_dir / "weights" / "yolov5n.pt"
+
+    def args(data: Path, run_dir: Path) -> list[str]:
+        return ["val", "--weights", str(weights), "--data", str(data), "--imgsz", "128", "--batch-size", "5",
+                "--device", "cpu", "--save-txt", "--save-conf", "--no-plots", "--project", str(run_dir.parent),
+                "--name", run_dir.name]
+
+    one = _run([sys.executable, "-m", "detval", *args(yamls[0], tmp_path / "one")])
+    assert one.returncode == 0, one.stderr[-3000:]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    nodes = [subprocess.Popen([*_torchrun_launcher(), "--nnodes", "2", "--node_rank", str(rank), "--nproc_per_node", "1",
+                               "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{port}", "-m", "detval",
+                               *args(yamls[rank], tmp_path / "two")],
+                              env=_env(), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for rank in (0, 1)]
+    try:
+        outs = [node.communicate(timeout=180) for node in nodes]
+    finally:
+        for node in nodes:
+            if node.poll() is None:
+                node.kill()
+    assert [node.returncode for node in nodes] == [0, 0], [err[-2000:] for _, err in outs]
+    assert _table(outs[0][0]) == _table(one.stdout)
+    assert_same_outcome(run_outcome(tmp_path / "two"), run_outcome(tmp_path / "one"))

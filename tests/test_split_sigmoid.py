@@ -2,7 +2,8 @@
 import pytest
 import torch
 
-from detval.model.split_sigmoid import GRAIN, SigmoidSplit, calibrate, scalar_runs, sigmoid_of_slice
+from detval.model.split_sigmoid import (GRAIN, OPS, REFERENCE_THREADS, SigmoidSplit, calibrate, op_of_slice,
+                                        scalar_runs, torch_threads)
 
 
 def test_scalar_runs_follow_the_thread_ranges():
@@ -20,24 +21,27 @@ def test_scalar_runs_follow_the_thread_ranges():
                                                                              (65522, 65546)]
 
 
-@pytest.mark.parametrize("threads", [1, 2])
-def test_slices_reproduce_the_whole_call_bit_for_bit(threads):
-    old = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        split = calibrate(threads)
-        assert split is not None, "no sigmoid split reproduces torch on this CPU: chunked inference is off"
-        gen = torch.Generator().manual_seed(1)
-        # a head level of 7 images (3 anchors, 12 x 20 cells, 85 outputs) cut into uneven chunks of images
-        x = torch.randn(7, 3, 12, 20, 85, generator=gen) * 8
-        whole = x.sigmoid()
-        per_image = x[0].numel()
+@pytest.mark.parametrize("op_name", sorted(OPS))
+@pytest.mark.parametrize("threads", [1, 2, 3, 4])
+def test_slices_at_any_thread_count_reproduce_the_reference_call(threads, op_name):
+    """The head's sigmoid and every SiLU: chunks computed at 1-4 threads give the bits of torch's whole call at the
+    reference's 2 threads."""
+    op = OPS[op_name]
+    split = calibrate(threads)
+    assert split is not None, "no split reproduces torch on this CPU: detval's CPU digits then depend on threads"
+    assert split.here.threads == threads and split.ref.threads == REFERENCE_THREADS
+    gen = torch.Generator().manual_seed(1)
+    # a head level of 7 images (3 anchors, 12 x 20 cells, 85 outputs) cut into uneven chunks of images
+    x = torch.randn(7, 3, 12, 20, 85, generator=gen) * 8
+    with torch_threads(REFERENCE_THREADS):
+        whole = op(x)
+    per_image = x[0].numel()
+    with torch_threads(threads):
         b0, parts = 0, []
         for n in (2, 3, 2):
-            parts.append(sigmoid_of_slice(x[b0:b0 + n], b0 * per_image, x.numel(), split))
+            parts.append(op_of_slice(op, x[b0:b0 + n], b0 * per_image, x.numel(), split))
             b0 += n
         assert torch.equal(torch.cat(parts), whole)
+        assert torch.equal(op_of_slice(op, x, 0, x.numel(), split), whole)
         # the plain per-chunk call differs somewhere: the emulation is doing real work
-        assert not torch.equal(torch.cat([x[:2].sigmoid(), x[2:5].sigmoid(), x[5:].sigmoid()]), whole)
-    finally:
-        torch.set_num_threads(old)
+        assert not torch.equal(torch.cat([op(x[:2]), op(x[2:5]), op(x[5:])]), whole)

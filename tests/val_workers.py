@@ -30,13 +30,14 @@ FAULT_ENV = "DETVAL_TEST_FAULT"
 
 def run_outcome(run_dir: Path) -> dict:
     """The parts of a run folder that must not depend on the number of processes: results.json's images,
-    instances, metrics, maps and per-class rows, per_class.csv, the --save-txt files and the plots."""
+    instances, metrics, maps and per-class rows, per_class.csv, the --save-txt and --save-json files and the plots."""
     res = json.loads((Path(run_dir) / "results.json").read_text())
     return {
         "results": {k: res[k] for k in ("images", "instances", "metrics", "maps", "per_class")},
         "per_class.csv": (Path(run_dir) / "per_class.csv").read_text(),
         "labels": {p.name: p.read_text() for p in sorted((Path(run_dir) / "labels").glob("*.txt"))},
         "plots": {p.name: p.read_bytes() for p in sorted(Path(run_dir).glob("*.png"))},
+        "json": {p.name: p.read_bytes() for p in sorted(Path(run_dir).glob("*_predictions.json"))},
     }
 
 
@@ -48,6 +49,7 @@ def assert_same_outcome(got: dict, expected: dict) -> None:
     assert got["labels"] == expected["labels"]
     assert got["plots"].keys() == expected["plots"].keys()
     assert got["plots"] == expected["plots"]
+    assert got.get("json") == expected.get("json")
 
 
 # --- rank functions: fn(ctx, *args) -----------------------------------------------------------------------------

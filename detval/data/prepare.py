@@ -3,12 +3,12 @@ batch plan. The run modes that change the data are applied here, once: --single-
 --task speed takes square batches."""
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, replace
 
 import numpy as np
 
 from detval.config import ValConfig
+from detval.data.agreement import agreement_digest
 from detval.data.coco_dataset import is_coco_json, read_coco_json_split
 from detval.data.dataset_yaml import DataError, list_images, load_data_config
 from detval.data.plan import BatchPlan, rect_batch_plan, square_batch_plan
@@ -90,12 +90,6 @@ def _class_zero(labels: np.ndarray) -> np.ndarray:
 
 
 def plan_digest(prep: Prepared) -> str:
-    """What every rank must agree on before batch ids mean the same images everywhere: the image paths, sizes and
-    labels in plan order, and the batch plan (no file times: nodes may hold copies)."""
-    h = hashlib.sha256()
-    for r in prep.records:
-        h.update(f"{r.path}|{tuple(r.shape_hw)}|".encode())
-        h.update(np.ascontiguousarray(r.labels, dtype=np.float32).tobytes())
-    h.update(np.ascontiguousarray(prep.plan.batch_of, dtype=np.int64).tobytes())
-    h.update(np.ascontiguousarray(prep.plan.batch_shapes, dtype=np.int64).tobytes())
-    return h.hexdigest()
+    """What every rank must agree on before batch ids mean the same images everywhere (see data/agreement.py:
+    paths relative to the dataset folder, so nodes may mount their copies anywhere)."""
+    return agreement_digest(prep.records, prep.plan)

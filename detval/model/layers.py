@@ -8,34 +8,75 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-_ONEDNN = contextvars.ContextVar("detval_onednn_convolutions", default=False)
+from .split_sigmoid import ExactSplit, op_of_slice
+
+
+@dataclass(frozen=True)
+class BatchSlice:
+    """Images [first, first + n) of a batch of `batch` images, run as the reference runs the whole batch: `split`
+    says how the reference's and this call's elementwise ops are split (split_sigmoid.py)."""
+
+    first: int
+    batch: int
+    split: ExactSplit
+
+
+_REFERENCE = contextvars.ContextVar("detval_reference_kernels", default=None)
 
 
 @contextlib.contextmanager
-def onednn_convolutions():
-    """Within it, every `Conv2d` below runs oneDNN's convolution on a CPU float32 input, whatever its batch size and
-    the thread count. torch picks oneDNN itself for a batch of 16 or more images, or of 2 or more on 2+ threads, but
-    its own kernel, which rounds differently, for a 1x1 filter on one thread below 16 images: a chunk of a batch
-    must run the whole batch's kernel to give the whole batch's bits (chunked.py)."""
-    token = _ONEDNN.set(True)
+def reference_kernels(part: BatchSlice):
+    """Within it, the layers below compute on CPU float32 inputs the bits the reference (val.py's torch at
+    REFERENCE_THREADS threads, the whole batch at once) computes for these images, whatever the thread count:
+    - every `Conv2d` runs oneDNN's convolution. torch picks oneDNN itself for a batch of 2+ images on 2+ threads,
+      but its own kernel for a 1x1 filter on one thread below 16 images, and for small inputs of a single image;
+      that kernel rounds differently, and its sums depend on the thread count. oneDNN's do not, nor on the batch
+      size (checked per model: chunked.reference_split);
+    - `SiLU` and the head's sigmoid redo the elements whose SIMD / scalar path differs from the reference call's."""
+    token = _REFERENCE.set(part)
     try:
         yield
     finally:
-        _ONEDNN.reset(token)
+        _REFERENCE.reset(token)
+
+
+def _as_reference(x: torch.Tensor) -> BatchSlice | None:
+    """The active BatchSlice when x [n, ...] is one that reference_kernels applies to, else None."""
+    part = _REFERENCE.get()
+    if part is None or x.device.type != "cpu" or x.dtype != torch.float32:
+        return None
+    return part
+
+
+def elementwise(op, x: torch.Tensor) -> torch.Tensor:
+    """op(x) (an op of split_sigmoid.OPS) with the reference's bits under reference_kernels, else plain op(x)."""
+    part = _as_reference(x)
+    if part is None or not x.is_contiguous():  # channels_last: not exact anyway (DetectionModel.use_channels_last)
+        return op(x)
+    per_image = x[0].numel()
+    return op_of_slice(op, x, part.first * per_image, part.batch * per_image, part.split)
 
 
 class Conv2d(nn.Conv2d):
-    """nn.Conv2d (same parameters and state_dict keys) that honours `onednn_convolutions`."""
+    """nn.Conv2d (same parameters and state_dict keys) that honours `reference_kernels`."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if _ONEDNN.get() and x.device.type == "cpu" and x.dtype == torch.float32:
+        if _as_reference(x) is not None:
             return torch.mkldnn_convolution(x, self.weight, self.bias, self.padding, self.stride, self.dilation,
                                             self.groups)
         return super().forward(x)
+
+
+class SiLU(nn.SiLU):
+    """nn.SiLU that honours `reference_kernels`."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return elementwise(nn.functional.silu, x)
 
 
 def autopad(k: int, p: int | None = None, d: int = 1) -> int:
@@ -76,7 +117,7 @@ class Conv(nn.Module):
         # eps and momentum as YOLOv5's initialize_weights() sets them; checkpoints carry the same values.
         self.bn: nn.BatchNorm2d | None = nn.BatchNorm2d(c2, eps=1e-3, momentum=0.03)
         if act is True:
-            self.act = nn.SiLU()
+            self.act = SiLU()
         elif isinstance(act, nn.Module):
             self.act = act
         else:
@@ -212,13 +253,12 @@ class Detect(nn.Module):
             out.append(p.view(bs, self.na, self.no, ny, nx).permute(0, 1, 3, 4, 2).contiguous())
         return out
 
-    def decode(self, i: int, p: torch.Tensor, sigmoid=torch.sigmoid) -> torch.Tensor:
+    def decode(self, i: int, p: torch.Tensor) -> torch.Tensor:
         """Level i's head output [B, na, ny, nx, no] -> [B, na, ny, nx, no]: boxes (cx, cy, w, h) in input pixels,
-        objectness and class scores after sigmoid. `sigmoid` lets a caller that runs part of a batch reproduce the
-        whole batch's bits (see chunked.py)."""
+        objectness and class scores after sigmoid (the reference's bits under reference_kernels)."""
         _, _, ny, nx, _ = p.shape
         grid, anchor_grid = self._make_grid(nx, ny, i)
-        xy, wh, conf = sigmoid(p).split((2, 2, self.nc + 1), 4)
+        xy, wh, conf = elementwise(torch.sigmoid, p).split((2, 2, self.nc + 1), 4)
         xy = (xy * 2 + grid) * self.stride[i]
         wh = (wh * 2) ** 2 * anchor_grid
         return torch.cat((xy, wh, conf), 4)

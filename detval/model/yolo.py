@@ -10,8 +10,9 @@ import torch
 import yaml
 from torch import nn
 
-from .chunked import DEFAULT_CHUNK_PIXELS, chunk_sizes, chunked_forward, chunking_is_exact
-from .layers import C3, LAYER_TYPES, SPPF, Bottleneck, Concat, Conv, Detect
+from .chunked import DEFAULT_CHUNK_PIXELS, chunk_sizes, reference_forward, reference_split
+from .layers import C3, LAYER_TYPES, SPPF, Bottleneck, Concat, Conv, Detect, SiLU
+from .split_sigmoid import ExactSplit
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 
@@ -60,7 +61,7 @@ def parse_activation(spec: str | None) -> bool | nn.Module:
     if not match:
         raise UnknownLayerError(f"unsupported activation {spec!r}")
     name, arg = match.groups()
-    cls = getattr(nn, name)
+    cls = SiLU if name == "SiLU" else getattr(nn, name)  # ours: exact at any thread count (chunked.py)
     return cls(float(arg)) if arg else cls()
 
 
@@ -203,9 +204,9 @@ class DetectionModel(nn.Module):
         return self.detect.stride
 
     def forward(self, x: torch.Tensor):
-        sizes = self.chunk_plan(x)
-        if sizes:
-            return chunked_forward(self, x, sizes)
+        plan = self.chunk_plan(x)
+        if plan is not None:
+            return reference_forward(self, x, *plan)
         return self.detect(self.features(self.as_input(x)))
 
     def as_input(self, x: torch.Tensor) -> torch.Tensor:
@@ -226,14 +227,16 @@ class DetectionModel(nn.Module):
         f = self.detect.f
         return [x if j == -1 else y[j] for j in ([f] if isinstance(f, int) else f)]
 
-    def chunk_plan(self, x: torch.Tensor) -> list[int] | None:
-        """Images per chunk for an eval forward of x, or None to run x whole (see chunked.py)."""
+    def chunk_plan(self, x: torch.Tensor) -> tuple[list[int], ExactSplit] | None:
+        """(images per chunk, split) for a forward of x with the reference's bits at this thread count, or None to
+        run torch's plain forward (not CPU float32 eval, or the reference cannot be reproduced: see chunked.py)."""
         dtype = self.detect.anchors.dtype if x.dtype == torch.uint8 else x.dtype
         if self.training or self.detect.training or x.device.type != "cpu" or dtype != torch.float32 or x.dim() != 4:
             return None
-        threads = torch.get_num_threads()
-        sizes = chunk_sizes(x.shape[0], x.shape[2], x.shape[3], threads, self.chunk_pixels)
-        return sizes if sizes and chunking_is_exact(self, threads) else None
+        split = reference_split(self, torch.get_num_threads())
+        if split is None:
+            return None
+        return chunk_sizes(x.shape[0], x.shape[2], x.shape[3], self.chunk_pixels), split
 
     def use_channels_last(self) -> "DetectionModel":
         """Run convolutions in NHWC (channels_last), in place. Opt-in only, NOT exact: oneDNN then sums in another
