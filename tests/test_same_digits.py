@@ -15,7 +15,7 @@ import pytest
 import val_workers
 from val_workers import assert_same_outcome, run_outcome
 from detval.config import ValConfig
-from detval.dist import launch
+from detval.distributed import launch
 
 REPO = Path(__file__).resolve().parents[1]
 BATCH_SIZES = (1, 7, 16, 32, 64)
