@@ -269,7 +269,7 @@ def _detections(source: str, image_index: np.ndarray, category: np.ndarray, boxe
         (~np.isfinite(scores), lambda i: f"score {scores[i]!r}: scores must be finite numbers"),
         (~np.isfinite(boxes).all(axis=1), lambda i: f"bbox {boxes[i].tolist()}: box values must be finite"),
         ((boxes[:, 2] < 0) | (boxes[:, 3] < 0),
-         lambda i: f"bbox {boxes[i].tolist()} has a negative width or height (COCO boxes are [x, y, w, h])"),
+         lambda i: f"a negative width or height: bbox {boxes[i].tolist()} (COCO boxes are [x, y, w, h])"),
         (category != np.rint(category), lambda i: f"category_id {category[i]!r} is not an integer"),
     )
     for bad, say in checks:
