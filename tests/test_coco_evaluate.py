@@ -247,3 +247,63 @@ def test_cocoeval_command(tmp_path, capsys):
     (tmp_path / "bad.json").write_text("[{")
     rc, out, err = _cocoeval_cli(capsys, tmp_path / "gt.json", tmp_path / "bad.json")
     assert rc == 2 and "bad.json" in err and out == ""
+
+    rc, out_uf, _ = _cocoeval_cli(capsys, tmp_path / "gt.json", tmp_path / "dt.json", "--backend", "ultrafast")
+    assert rc == 0 and out_uf == format_summary(ref.stats) + "\n"
+
+
+@pytest.mark.parametrize("backend", ["detval", "pycocotools", "faster-coco-eval", "ultrafast"])
+@pytest.mark.parametrize("dets, message", [
+    ('{"image_id": 1}', "must be a JSON list of objects, not dict"),
+    ('[{"image_id": 99, "category_id": 3, "bbox": [0, 0, 1, 1], "score": 0.5}]', "not in .*image_id 99"),
+    ('[{"image_id": 1, "category_id": 3, "bbox": [0, 0, 1, 1], "score": NaN}]', "score nan"),
+    ('[{"image_id": 1, "category_id": 3, "bbox": [0, 0, -2, 1], "score": 0.5}]', "negative width or height"),
+])
+def test_cocoeval_bad_input_is_one_line_and_exit_2_for_every_backend(tmp_path, capsys, backend, dets, message):
+    import json
+    import re
+
+    (tmp_path / "gt.json").write_text(json.dumps({"images": [{"id": 1}], "categories": [{"id": 3, "name": "c"}],
+                                                  "annotations": [{"id": 1, "image_id": 1, "category_id": 3,
+                                                                   "bbox": [0, 0, 5, 5], "area": 25}]}))
+    (tmp_path / "dt.json").write_text(dets)
+    rc, out, err = _cocoeval_cli(capsys, tmp_path / "gt.json", tmp_path / "dt.json", "--backend", backend)
+    assert rc == 2 and out == "" and len(err.strip().splitlines()) == 1 and re.search(message, err), err
+
+
+def test_cocoeval_empty_detections(tmp_path, capsys):
+    import json
+
+    gt_dict, _ = make_coco_set(SynthSpec(seed=9, n_images=5))
+    (tmp_path / "gt.json").write_text(json.dumps(gt_dict))
+    (tmp_path / "dt.json").write_text("[]")
+    rc, out, _ = _cocoeval_cli(capsys, tmp_path / "gt.json", tmp_path / "dt.json", "--json")
+    assert rc == 0 and json.loads(out)["stats"]["AP"] == 0.0
+    rc, out, err = _cocoeval_cli(capsys, tmp_path / "gt.json", tmp_path / "dt.json", "--backend", "pycocotools")
+    assert rc == 2 and "no detections" in err and "Traceback" not in err
+
+
+def test_cocoeval_warns_about_a_ground_truth_without_annotations(tmp_path, capsys):
+    import json
+
+    gt_dict, dets = make_coco_set(SynthSpec(seed=10, n_images=5))
+    del gt_dict["annotations"]
+    (tmp_path / "gt.json").write_text(json.dumps(gt_dict))
+    (tmp_path / "dt.json").write_text(json.dumps(dets))
+    rc, out, err = _cocoeval_cli(capsys, tmp_path / "gt.json", tmp_path / "dt.json")
+    assert rc == 0 and "WARNING" in err and "gt.json has no annotations" in err
+    assert "= -1.000" in out
+
+
+def test_compact_form_round_trips(synth):
+    """evaluate_images' PerImageEval and the compact form accumulate reads hold the same statuses."""
+    from detval.coco.evaluate import _evaluate, _evaluated, _per_image
+
+    _, _, gt, dets = synth
+    params = CocoParams.for_gt(gt)
+    ev = _evaluate(gt, dets, None, params)
+    per_image = _per_image(ev)
+    again = _per_image(_evaluated(per_image))
+    for name, arr in per_image.as_arrays().items():
+        np.testing.assert_array_equal(getattr(again, name), arr, err_msg=name)
+    assert len(ev.special) < len(per_image.det_score)

@@ -163,3 +163,115 @@ def test_names_may_be_a_dict():
     gt = yolo_labels_to_coco_gt([rec], {0: "zero", 1: "one"}, list(range(1000)))
     assert gt["categories"] == [{"id": 0, "name": "zero"}, {"id": 1, "name": "one"}]
     assert gt["annotations"][0]["category_id"] == 1
+
+
+# --- the fast reader (detval.coco.json_columns) against the general one ----------------------------------------------
+
+def _general_dets(dets, gt):
+    """What the general reader gives for a parsed list (the in-memory path never takes the fast one)."""
+    return load_coco_dets(json.loads(json.dumps(dets)), gt)
+
+
+@pytest.mark.parametrize("dump", [
+    lambda o: json.dumps(o),                                  # val.py's json.dump
+    lambda o: json.dumps(o, separators=(",", ":")),           # compact
+    lambda o: json.dumps(o, indent=2),                        # pretty-printed
+])
+def test_fast_reader_equals_general_reader(tmp_path, dump):
+    from detval.coco.json_columns import read_detection_columns
+
+    gt_dict, dets = make_coco_set(SynthSpec(seed=3, n_images=60, score_decimals=5))
+    dets[0]["score"] = 1e-05                  # written as 1e-05: an exponent
+    dets[1]["bbox"] = [1, 2, 3, 4]            # integers where floats are expected
+    dets[2]["extra"] = {"nested": [1, {"x": "}, {"}]}   # ignored keys, with a '}' inside a string
+    (tmp_path / "gt.json").write_text(dump(gt_dict))
+    (tmp_path / "dt.json").write_text(dump(dets))
+    gt = load_coco_gt(tmp_path / "gt.json")
+    ref = _general_dets(dets, load_coco_gt(gt_dict))
+    for block in (64, 1000, 1 << 20):          # blocks smaller than one record, a few records, the whole file
+        cols = read_detection_columns(tmp_path / "dt.json", block_bytes=block)
+        np.testing.assert_array_equal(cols.boxes, ref.boxes)
+        np.testing.assert_array_equal(cols.scores, ref.scores)
+    fast = load_coco_dets(tmp_path / "dt.json", gt)
+    for name in ("image_index", "category_ids", "boxes", "scores"):
+        np.testing.assert_array_equal(getattr(fast, name), getattr(ref, name), err_msg=name)
+    assert fast.category_ids.dtype == np.int64
+
+
+def test_fast_reader_parses_floats_as_python_does(tmp_path):
+    """msgspec's float parsing must be correctly rounded (areas decide small/medium/large, boxes the IoU):
+    long mantissas, exponents, near-halfway decimals, compared bit for bit with float()."""
+    from decimal import Decimal
+
+    from detval.coco.json_columns import read_detection_columns
+
+    rng = np.random.default_rng(0)
+    texts = []
+    for _ in range(20000):
+        digits = "".join(map(str, rng.integers(0, 10, rng.integers(1, 26)))).lstrip("0") or "0"
+        kind = rng.integers(0, 3)
+        if kind == 0:
+            p = int(rng.integers(0, len(digits) + 1))
+            texts.append((digits[:p] or "0") + "." + (digits[p:] or "0"))
+        elif kind == 1:
+            texts.append(f"{digits}e{int(rng.integers(-320, 280))}")
+        else:   # a double plus half an ulp, written in full: the hardest rounding cases
+            x = float(rng.uniform(0, 700))
+            texts.append(str(Decimal(x) + Decimal(np.spacing(x)) / 2))
+    records = ", ".join(f'{{"image_id": 1, "category_id": 1, "bbox": [{t}, 0, 1, 1], "score": {t}}}' for t in texts)
+    (tmp_path / "dt.json").write_text(f"[{records}]")
+    cols = read_detection_columns(tmp_path / "dt.json")
+    expected = np.array([float(t) for t in texts])
+    assert cols.scores.tobytes() == expected.tobytes()
+    assert cols.boxes[:, 0].tobytes() == expected.tobytes()
+
+
+def test_files_outside_the_fast_path_are_read_the_general_way(tmp_path):
+    gt_dict, dets = make_coco_set(SynthSpec(seed=4, n_images=10, string_ids=True))
+    (tmp_path / "gt.json").write_text(json.dumps(gt_dict))
+    (tmp_path / "dt.json").write_text(json.dumps(dets))
+    gt = load_coco_gt(tmp_path / "gt.json")
+    d = load_coco_dets(tmp_path / "dt.json", gt)
+    assert gt.image_ids[d.image_index].tolist() == [x["image_id"] for x in dets]
+    assert coco_evaluate(gt, d).stats.tolist() == reference_evaluate("pycocotools", gt_dict, dets).stats.tolist()
+
+
+@pytest.mark.parametrize("text, message", [
+    ('{"a": 1}', "must be a JSON list of objects, not dict"),
+    ('[{"image_id": 1, "category_id": 3, "bbox": [0, 0, 1, 1], "score": 0.5},]', "not valid JSON"),
+    ('[{"image_id": 1, "category_id": 3, "bbox": [0, 0, 1, 1], "score": NaN}]', r"detections\[0\] has score nan"),
+    ('[{"image_id": 1, "category_id": 3, "bbox": [0, 0, 1, 1], "score": 1e999}]', r"detections\[0\] has score inf"),
+    ('[{"image_id": 2, "category_id": 3, "bbox": [0, 0, 1, 1], "score": 0.5}, '
+     '{"image_id": 1, "category_id": 3, "bbox": [0, 0, -1, 1], "score": 0.5}]',
+     r"detections\[1\] has a negative width or height: bbox \[0.0, 0.0, -1.0, 1.0\]"),
+    ('[{"image_id": 1, "category_id": 3.5, "bbox": [0, 0, 1, 1], "score": 0.5}]', "category_id 3.5 is not an integer"),
+    ('[{"image_id": 7.5, "category_id": 3, "bbox": [0, 0, 1, 1], "score": 0.5}]', r"not in .*image_id 7.5"),
+    ('[{"image_id": 1, "category_id": 3, "bbox": [0, 0, 1], "score": 0.5}]', r"detections\[0\]\['bbox'\] is malformed"),
+])
+def test_bad_detection_files_name_the_problem(tmp_path, text, message):
+    f = tmp_path / "dets.json"
+    f.write_text(text)
+    with pytest.raises(DetvalError, match=message):
+        load_coco_dets(f, load_coco_gt(_gt()))
+
+
+def test_integral_float_image_ids_match_as_in_pycocotools(tmp_path):
+    f = tmp_path / "dets.json"
+    f.write_text('[{"image_id": 2.0, "category_id": 3, "bbox": [0, 0, 1, 1], "score": 0.5}]')
+    gt = load_coco_gt(_gt())
+    assert gt.image_ids[load_coco_dets(f, gt).image_index].tolist() == [2]
+
+
+def test_ground_truth_fast_path_equals_general_path(tmp_path):
+    gt_dict, _ = make_coco_set(SynthSpec(seed=5, n_images=30))
+    gt_dict["annotations"][0]["segmentation"] = [[1.0, 2.0, 3.0, 4.0, 5.0, 6.0]]   # skipped, not built
+    del gt_dict["categories"][0]["name"]
+    (tmp_path / "gt.json").write_text(json.dumps(gt_dict))
+    a, b = load_coco_gt(gt_dict), load_coco_gt(tmp_path / "gt.json")
+    for name in ("image_ids", "category_ids", "ann_ids", "ann_image", "ann_category", "ann_boxes", "ann_area",
+                 "ann_crowd"):
+        np.testing.assert_array_equal(getattr(a, name), getattr(b, name), err_msg=name)
+    assert a.category_names == b.category_names
+    assert b.category_names[gt_dict["categories"][0]["id"]] == str(gt_dict["categories"][0]["id"])
+    (tmp_path / "none.json").write_text(json.dumps({k: v for k, v in gt_dict.items() if k != "annotations"}))
+    assert len(load_coco_gt(tmp_path / "none.json").ann_ids) == 0

@@ -167,18 +167,54 @@ def _rank_in_group(keys: np.ndarray) -> np.ndarray:
     return np.arange(len(keys)) - np.repeat(starts, counts)
 
 
-def _order_by_group_then_score(group: np.ndarray, score: np.ndarray) -> np.ndarray:
-    """Permutation sorting by group [N] int64 ascending, then score [N] descending; equal (group, score) keep
-    their input order (a stable sort, like pycocotools' mergesort). -> [N] int64.
+def descending_rank(score: np.ndarray) -> np.ndarray:
+    """Dense rank of each score, 0 for the highest; equal scores share a rank. [N] float64 -> [N] int64.
 
-    One stable float sort plus one int64 sort of unique keys: about twice as fast as np.lexsort here."""
+    One unstable sort (ties may land in any order: they get the same rank anyway) and a scatter, instead of the
+    stable float sort that the order by score needs; callers break ties by position in an integer key."""
     n = len(score)
-    by_score = np.argsort(-score, kind="stable")
+    if n == 0:
+        return np.zeros(0, np.int64)
+    order = np.argsort(score)
+    by_value = score[order]
+    dense = np.cumsum(np.r_[False, by_value[1:] != by_value[:-1]])
     rank = np.empty(n, np.int64)
-    rank[by_score] = np.arange(n)
-    if n and 0 <= group.min() and group.max() < (1 << 62) // n:
-        return np.argsort(group * n + rank)
+    rank[order] = dense[-1] - dense
+    return rank
+
+
+def order_by_group_then_rank(group: np.ndarray, rank: np.ndarray) -> np.ndarray:
+    """Permutation sorting by group [N] ascending, then rank [N] ascending, then input position: what a stable
+    sort on (group, -score) gives with rank = descending_rank(score). -> [N] int64.
+
+    The three are packed in one int64 whenever they fit (about 10x faster than a stable or lexicographic sort:
+    the keys are unique, so numpy's SIMD sort of plain integers applies); np.lexsort otherwise."""
+    n = len(group)
+    if n == 0:
+        return np.zeros(0, np.int64)
+    bits_n, bits_r = int(n - 1).bit_length(), int(rank.max()).bit_length()
+    if group.min() >= 0 and int(group.max()).bit_length() + bits_r + bits_n <= 63:
+        key = (group << (bits_r + bits_n)) | (rank << bits_n) | np.arange(n)
+        key.sort()
+        key &= (1 << bits_n) - 1
+        return key
     return np.lexsort((rank, group))
+
+
+def _category_index(cat_ids: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(position of each of values [N] in the sorted cat_ids [K], whether it is there); a lookup table when the
+    ids span a small range (COCO's 1..90), a binary search otherwise."""
+    K = len(cat_ids)
+    if K == 0:
+        return np.zeros(len(values), np.int64), np.zeros(len(values), bool)
+    lo, hi = int(cat_ids[0]), int(cat_ids[-1])
+    if hi - lo < (1 << 20):
+        table = np.full(hi - lo + 3, -1, np.int64)              # the two extra slots catch ids outside the range
+        table[cat_ids - lo + 1] = np.arange(K)
+        k = table[np.clip(values - lo + 1, 0, hi - lo + 2)]
+        return np.maximum(k, 0), k >= 0
+    k = np.minimum(np.searchsorted(cat_ids, values), K - 1)
+    return k, cat_ids[k] == values
 
 
 def _ragged_arange(counts: np.ndarray) -> np.ndarray:
@@ -187,23 +223,29 @@ def _ragged_arange(counts: np.ndarray) -> np.ndarray:
     return np.arange(ends[-1] if len(ends) else 0) - np.repeat(ends - counts, counts)
 
 
-def _candidate_pairs(det_key, det_box, gt_key, gt_box, gt_crowd, min_iou, chunk_pairs=1 << 22):
+def _candidate_pairs(det_key, boxes, det_row, gt_key, gt_box, gt_crowd, min_iou, chunk_pairs=1 << 19):
     """All (detection, GT) pairs of the same (image, category) with IoU >= min_iou.
 
-    det_key [D], gt_key [G]: sorted int64 group keys; boxes xywh. -> (det_pos [P], gt_pos [P], iou [P])."""
-    lo = np.searchsorted(gt_key, det_key, "left")
-    n_gt = np.searchsorted(gt_key, det_key, "right") - lo
+    det_key [D], gt_key [G]: sorted int64 group keys; detection i's box is boxes[det_row[i]], GT j's gt_box[j],
+    xywh. -> (det_pos [P], gt_pos [P], iou [P])."""
+    starts = _group_starts(det_key)
+    sizes = np.diff(np.r_[starts, len(det_key)])
+    lo_group = np.searchsorted(gt_key, det_key[starts], "left")     # per detection group: few searches
+    n_group = np.searchsorted(gt_key, det_key[starts], "right") - lo_group
+    with_gt = np.repeat(n_group > 0, sizes)
+    dets = np.flatnonzero(with_gt)
+    lo, n_gt = np.repeat(lo_group, sizes)[dets], np.repeat(n_group, sizes)[dets]
     out_d, out_g, out_iou = [], [], []
     # chunks bound the temporary pair arrays (a crowded class can pair 100 detections with 100s of GTs)
     csum = np.cumsum(n_gt)
     start = 0
-    while start < len(det_key):
+    while start < len(dets):
         stop = int(np.searchsorted(csum, (csum[start - 1] if start else 0) + chunk_pairs, "right"))
         stop = max(stop, start + 1)
         counts = n_gt[start:stop]
-        d = np.repeat(np.arange(start, stop), counts)
+        d = np.repeat(dets[start:stop], counts)
         g = np.repeat(lo[start:stop], counts) + _ragged_arange(counts)
-        iou = box_iou_coco(det_box[d], gt_box[g], gt_crowd[g])
+        iou = box_iou_coco(boxes[det_row[d]], gt_box[g], gt_crowd[g])
         keep = iou >= min_iou
         out_d.append(d[keep]), out_g.append(g[keep]), out_iou.append(iou[keep])
         start = stop
@@ -296,73 +338,121 @@ def _match_candidates(pair_d, pair_g, pair_iou, det_group, gt_group, gt_ignore, 
     return cand_d, result
 
 
+@dataclass(frozen=True, eq=False)
+class _Evaluated:
+    """PerImageEval with most statuses left implicit, what evaluate_images computes and accumulate reads.
+
+    Every detection with no GT at IoU >= the lowest threshold is unmatched everywhere (98% of them at COCO
+    scale): its status is IGNORED in the area ranges its area lies outside, FP elsewhere, at every threshold.
+    rows: the PerImageEval fields but det_status; outside [N, A] bool (read for implicit rows only);
+    special [S] ascending row positions whose status is given, special_status [S, A, T] uint8;
+    score_rank [N] int64: descending_rank of det_score, or any order-preserving equivalent."""
+
+    rows: dict[str, np.ndarray]
+    outside: np.ndarray
+    special: np.ndarray
+    special_status: np.ndarray
+    score_rank: np.ndarray
+
+
+def _per_image(ev: _Evaluated) -> PerImageEval:
+    status = np.repeat(np.where(ev.outside, IGNORED, FP).astype(np.uint8)[:, :, None],
+                       ev.special_status.shape[2], axis=2)
+    status[ev.special] = ev.special_status
+    return PerImageEval(**ev.rows, det_status=status)
+
+
+def _evaluated(per_image: PerImageEval, chunk_rows: int = 1 << 18) -> _Evaluated:
+    """The inverse of _per_image: the rows whose status is not constant per area range become the special ones."""
+    status = per_image.det_status
+    first = status[:, :, 0]
+    varies = np.zeros(len(status), bool)
+    for c in range(0, len(status), chunk_rows):      # chunks keep the comparison's temporary small
+        part = status[c:c + chunk_rows]
+        varies[c:c + chunk_rows] = (part != part[:, :, :1]).reshape(len(part), -1).any(axis=1)
+    special = np.flatnonzero(varies | (first == TP).any(axis=1))
+    rows = {name: getattr(per_image, name) for name in PerImageEval.__dataclass_fields__ if name != "det_status"}
+    return _Evaluated(rows, first == IGNORED, special, status[special], descending_rank(per_image.det_score))
+
+
 def evaluate_images(gt: CocoGroundTruth, dets: CocoDetections, img_ids=None,
                     params: CocoParams | None = None) -> PerImageEval:
     """COCOeval.evaluate for the images `img_ids` (ids as in gt; default all; ids gt lacks are skipped)."""
-    params = params or CocoParams.for_gt(gt)
+    return _per_image(_evaluate(gt, dets, img_ids, params or CocoParams.for_gt(gt)))
+
+
+def _image_selection(gt: CocoGroundTruth, img_ids) -> tuple[np.ndarray, np.ndarray]:
+    """(evaluated image positions ascending, in_eval [I + 1] bool whose extra slot is image index -1)."""
     n_img = len(gt.image_ids)
     if img_ids is None:
         img_index = np.arange(n_img, dtype=np.int64)
     else:
         img_index = gt.image_index(list(img_ids))
         img_index = np.unique(img_index[img_index >= 0])
-    in_eval = np.zeros(n_img + 1, dtype=bool)   # the extra slot is image index -1 (GT on unlisted images)
+    in_eval = np.zeros(n_img + 1, dtype=bool)
     in_eval[img_index] = True
-    cats = params.cat_ids
-    K = len(cats)
-    A, T = len(params.area_rngs), len(params.iou_thrs)
-    max_det = max(params.max_dets)
+    return img_index, in_eval
 
-    def cat_index(cat_ids):
-        k = np.minimum(np.searchsorted(cats, cat_ids), max(K - 1, 0))
-        return k, (cats[k] == cat_ids) if K else np.zeros(len(cat_ids), bool)
+
+def _evaluate(gt: CocoGroundTruth, dets: CocoDetections, img_ids, params: CocoParams) -> _Evaluated:
+    img_index, in_eval = _image_selection(gt, img_ids)
+    cats = params.cat_ids
+    K, A = len(cats), len(params.area_rngs)
 
     # ground truth, sorted by (image, category) keeping file order within
-    gk, g_ok = cat_index(gt.ann_category)
+    gk, g_ok = _category_index(cats, gt.ann_category)
     g_sel = np.flatnonzero(g_ok & in_eval[gt.ann_image])
-    g_key_unsorted = gt.ann_image[g_sel] * K + gk[g_sel]
-    g_sel = g_sel[np.argsort(g_key_unsorted, kind="stable")]
+    g_sel = g_sel[np.argsort(gt.ann_image[g_sel] * K + gk[g_sel], kind="stable")]
     g_key = gt.ann_image[g_sel] * K + gk[g_sel]
     g_crowd = gt.ann_crowd[g_sel]
     g_ignore = g_crowd[:, None] | _outside(gt.ann_area[g_sel], params.area_rngs)         # [G, A]
 
     # detections: (image, category), then score descending, file order among equal scores; top max_det
-    dk, d_ok = cat_index(dets.category_ids)
+    dk, d_ok = _category_index(cats, dets.category_ids)
     d_sel = np.flatnonzero(d_ok & in_eval[dets.image_index])
+    score_rank = descending_rank(dets.scores[d_sel])
     d_key = dets.image_index[d_sel] * K + dk[d_sel]
-    d_sel = d_sel[_order_by_group_then_score(d_key, dets.scores[d_sel])]
-    d_key = dets.image_index[d_sel] * K + dk[d_sel]
+    order = order_by_group_then_rank(d_key, score_rank)
+    d_sel, d_key, score_rank = d_sel[order], d_key[order], score_rank[order]
     d_rank = _rank_in_group(d_key)
-    top = d_rank < max_det
-    d_sel, d_key, d_rank = d_sel[top], d_key[top], d_rank[top]
-    d_box = dets.boxes[d_sel]
-    d_outside = _outside(d_box[:, 2] * d_box[:, 3], params.area_rngs)               # [N, A]
-
-    thresholds = np.minimum(params.iou_thrs, 1 - 1e-10)
-    pair_d, pair_g, pair_iou = _candidate_pairs(d_key, d_box, g_key, gt.ann_boxes[g_sel], g_crowd,
-                                                thresholds.min() if T else np.inf)
-    # a detection with no GT at IoU >= the lowest threshold is unmatched everywhere: FP, or ignored outside the
-    # area range; only the candidates need the per-threshold status
-    status = np.repeat(np.where(d_outside, IGNORED, FP).astype(np.uint8)[:, :, None], T, axis=2)
-    if len(pair_d):
-        cand, gt_of = _match_candidates(pair_d, pair_g, pair_iou, d_key, g_key, g_ignore, g_crowd, thresholds)
-        hit = gt_of >= 0
-        m = np.maximum(gt_of, 0)
-        # pycocotools stores the matched GT's id and tests it for truth: a GT id of 0 reads as "no match"
-        hit_id = hit & (gt.ann_ids[g_sel][m] != 0)
-        ignored = (hit & g_ignore[m, np.arange(A)[None, :, None]]) | (~hit_id & d_outside[cand][:, :, None])
-        status[cand] = np.where(ignored, IGNORED, np.where(hit_id, TP, FP))
+    top = d_rank < max(params.max_dets)
+    if not top.all():
+        d_sel, d_key, d_rank, score_rank = d_sel[top], d_key[top], d_rank[top], score_rank[top]
+    # areas in file order, then gathered: reading the boxes in sorted order would be a random access per row
+    d_outside = _outside(dets.boxes[:, 2] * dets.boxes[:, 3], params.area_rngs)[d_sel]    # [N, A]
+    special, special_status = _special_status(d_key, dets.boxes, d_sel, d_outside, g_key, gt.ann_boxes[g_sel],
+                                              g_crowd, g_ignore, gt.ann_ids[g_sel], params.iou_thrs)
 
     # non-ignored GT per (image, category)
     starts = _group_starts(g_key)
     gt_count = np.add.reduceat((~g_ignore).astype(np.int64), starts, axis=0) if len(starts) else \
         np.zeros((0, A), np.int64)
-    return PerImageEval(
+    rows = dict(
         img_index=img_index,
         gt_img=gt.ann_image[g_sel][starts], gt_cat=cats[gk[g_sel][starts]] if K else np.zeros(0, np.int64),
         gt_count=gt_count,
         det_img=dets.image_index[d_sel], det_cat=dets.category_ids[d_sel], det_rank=d_rank,
-        det_score=dets.scores[d_sel], det_status=status)
+        det_score=dets.scores[d_sel])
+    return _Evaluated(rows, d_outside, special, special_status, score_rank)
+
+
+def _special_status(d_key, boxes, d_sel, d_outside, g_key, g_box, g_crowd, g_ignore, g_ids, iou_thrs):
+    """The detections with a GT at IoU >= the lowest threshold, and their status [S, A, T] after the greedy
+    match; arguments in the sorted order of _evaluate, detection i's box is boxes[d_sel[i]].
+    -> (row positions [S] ascending, status uint8)."""
+    T, A = len(iou_thrs), d_outside.shape[1]
+    thresholds = np.minimum(iou_thrs, 1 - 1e-10)
+    pair_d, pair_g, pair_iou = _candidate_pairs(d_key, boxes, d_sel, g_key, g_box, g_crowd,
+                                                thresholds.min() if T else np.inf)
+    if not len(pair_d):
+        return np.zeros(0, np.int64), np.zeros((0, A, T), np.uint8)
+    cand, gt_of = _match_candidates(pair_d, pair_g, pair_iou, d_key, g_key, g_ignore, g_crowd, thresholds)
+    hit = gt_of >= 0
+    m = np.maximum(gt_of, 0)
+    # pycocotools stores the matched GT's id and tests it for truth: a GT id of 0 reads as "no match"
+    hit_id = hit & (g_ids[m] != 0)
+    ignored = (hit & g_ignore[m, np.arange(A)[None, :, None]]) | (~hit_id & d_outside[cand][:, :, None])
+    return cand, np.where(ignored, IGNORED, np.where(hit_id, TP, FP)).astype(np.uint8)
 
 
 def merge(parts: list[PerImageEval]) -> PerImageEval:
@@ -434,74 +524,77 @@ def _curve(status: np.ndarray, plain_fp_before: np.ndarray, n_gt: np.ndarray, c_
 def accumulate(per_image: PerImageEval, params: CocoParams) -> CocoAccumulated:
     """COCOeval.accumulate: per category, area range and detection budget, the detections of all images sorted
     by score (stable: ties keep image order, then rank), cumulative TP/FP, precision made non-increasing from
-    the right, sampled at rec_thrs with searchsorted(side='left'); 0 past the last recall reached.
+    the right, sampled at rec_thrs with searchsorted(side='left'); 0 past the last recall reached."""
+    return _accumulate(_evaluated(per_image), params)
+
+
+def _accumulate(ev: _Evaluated, params: CocoParams) -> CocoAccumulated:
+    """accumulate on the compact form.
 
     Computed without materializing the cumulative arrays over all detections: precision is only ever read at
     a TP (or at the first detection), and between TPs it can only fall, so the suffix maximum over the
-    detections whose status is not a constant FP/ignored is the same number. The constant ones (most of them)
-    enter only as a count of FPs before each of the others. Every value is computed by the same float
-    operations on the same integers as pycocotools, so the results are identical, not just close.
+    special detections is the same number. The implicit ones (most of them) enter only as a count of FPs
+    before each special one. Every value is computed by the same float operations on the same integers as
+    pycocotools, so the results are identical, not just close.
     """
     cats = params.cat_ids
     T, R, K = len(params.iou_thrs), len(params.rec_thrs), len(cats)
     A, M = len(params.area_rngs), len(params.max_dets)
-    precision = -np.ones((T, R, K, A, M))
-    recall = -np.ones((T, K, A, M))
-    scores = -np.ones((T, R, K, A, M))
+    out = CocoAccumulated(params, -np.ones((T, R, K, A, M)), -np.ones((T, K, A, M)), -np.ones((T, R, K, A, M)))
     if K == 0:
-        return CocoAccumulated(params, precision, recall, scores)
-
-    def k_of(cat_ids):
-        k = np.minimum(np.searchsorted(cats, cat_ids), K - 1)
-        return k, cats[k] == cat_ids
-
+        return out
     n_gt = np.zeros((K, A), dtype=np.int64)
-    gk, g_ok = k_of(per_image.gt_cat)
-    np.add.at(n_gt, gk[g_ok], per_image.gt_count[g_ok])
-    dk, d_ok = k_of(per_image.det_cat)
+    gk, g_ok = _category_index(cats, ev.rows["gt_cat"])
+    np.add.at(n_gt, gk[g_ok], ev.rows["gt_count"][g_ok])
+    dk, d_ok = _category_index(cats, ev.rows["det_cat"])
     sel = np.flatnonzero(d_ok)
-    # rows come in (image, category, rank) order, so a stable sort on (category, -score) leaves equal scores in
-    # image order, then rank: pycocotools' mergesort over its image-ordered concatenation
-    sel = sel[_order_by_group_then_score(dk[sel], per_image.det_score[sel])]
+    # rows come in (image, category, rank) order, so ordering (category, -score) by position leaves equal scores
+    # in image order, then rank: pycocotools' mergesort over its image-ordered concatenation
+    sel = sel[order_by_group_then_rank(dk[sel], ev.score_rank[sel])]
     bounds = np.searchsorted(dk[sel], np.arange(K + 1))
-    status_all = per_image.det_status
-    first = status_all[:, :, 0]
-    # a detection is "plain" if it is FP at every threshold, or ignored at every one, in each area range; codes
-    # are 0..2 and FP = 0, IGNORED = 2 are the extremes, so a sum over thresholds of T * first means all equal
-    special = (first == TP).any(axis=1) | (status_all.sum(axis=2, dtype=np.int16) != T * first).any(axis=1)
+    is_special = np.zeros(len(dk), bool)
+    is_special[ev.special] = True
     # everything from here on in sorted order; a category is the slice bounds[k]:bounds[k + 1]
-    rank, score, special = per_image.det_rank[sel], per_image.det_score[sel], special[sel]
-    plain_fp = ((first[sel] == FP) & ~special[:, None]).T                   # [A, N]
+    rank, score, special = ev.rows["det_rank"][sel], ev.rows["det_score"][sel], is_special[sel]
+    plain_fp = (~ev.outside[sel] & ~special[:, None]).T                     # [A, N]
     sp_pos = np.flatnonzero(special)
-    sp_status = status_all[sel[sp_pos]]                                      # [S, A, T]
+    sp_status = ev.special_status[np.searchsorted(ev.special, sel[sp_pos])]  # [S, A, T]
     sp_bounds = np.searchsorted(sp_pos, bounds)
     with_gt = [k for k in range(K) if (n_gt[k] > 0).any()]
     c_min = {k: _min_count_reaching(params.rec_thrs, n_gt[k, n_gt[k] > 0])[:, None, :] for k in with_gt}
+    plain_fp_before = np.zeros((A, len(sel) + 1), dtype=np.int32)
     for m, max_det in enumerate(params.max_dets):
         keep = rank < max_det
         kept_before = np.r_[0, np.cumsum(keep)]                             # [N + 1]
-        plain_fp_before = np.zeros((A, len(keep) + 1), dtype=np.int64)
         np.cumsum(plain_fp & keep, axis=1, out=plain_fp_before[:, 1:])
         for k in with_gt:
-            areas = np.flatnonzero(n_gt[k] > 0)
             b0, b1 = bounds[k], bounds[k + 1]
-            if kept_before[b1] == kept_before[b0]:                          # no detections: recall and precision 0
-                recall[:, k, areas, m] = precision[:, :, k, areas, m] = scores[:, :, k, areas, m] = 0
-                continue
             in_k = slice(sp_bounds[k], sp_bounds[k + 1])
             kept = keep[sp_pos[in_k]]
-            mine = sp_pos[in_k][kept]                                        # the category's special detections
-            st = sp_status[in_k][kept][:, areas].transpose(1, 2, 0)          # [a, T, C]
-            fp_plain = plain_fp_before[areas[:, None], mine] - plain_fp_before[areas, b0][:, None]
-            rc_end, q, j, reached = _curve(st, fp_plain, n_gt[k, areas], c_min[k])
-            picked = score[mine][np.minimum(j, len(mine) - 1)] if len(mine) else np.zeros(j.shape)
-            # recall threshold 0 is reached at the first detection, whatever it is
-            first_kept = b0 + int(np.argmax(keep[b0:b1]))
-            ss = np.where(c_min[k] == 0, score[first_kept], np.where(reached, picked, 0.0))
-            recall[:, k, areas, m] = rc_end.T
-            precision[:, :, k, areas, m] = q.transpose(1, 2, 0)
-            scores[:, :, k, areas, m] = ss.transpose(1, 2, 0)
-    return CocoAccumulated(params, precision, recall, scores)
+            _accumulate_category(out, k, m, n_gt[k], c_min[k], kept_before[b1] > kept_before[b0],
+                                 sp_pos[in_k][kept], sp_status[in_k][kept], plain_fp_before, b0,
+                                 score, b0 + int(np.argmax(keep[b0:b1])) if b1 > b0 else b0)
+    return out
+
+
+def _accumulate_category(out: CocoAccumulated, k: int, m: int, n_gt: np.ndarray, c_min: np.ndarray,
+                         any_kept: bool, mine: np.ndarray, status: np.ndarray, plain_fp_before: np.ndarray,
+                         b0: int, score: np.ndarray, first_kept: int) -> None:
+    """Fill out's entries of category k, budget m. n_gt [A]; mine [C]: the category's kept special detections
+    (sorted positions), status [C, A, T]; plain_fp_before [A, N + 1]; b0: the category's first position;
+    first_kept: its first kept detection (recall threshold 0 is reached there, whatever it is)."""
+    areas = np.flatnonzero(n_gt > 0)
+    if not any_kept:                                                    # no detections: recall and precision 0
+        out.recall[:, k, areas, m] = out.precision[:, :, k, areas, m] = out.scores[:, :, k, areas, m] = 0
+        return
+    st = status[:, areas].transpose(1, 2, 0)                            # [a, T, C]
+    fp_plain = plain_fp_before[areas[:, None], mine] - plain_fp_before[areas, b0][:, None]
+    rc_end, q, j, reached = _curve(st, fp_plain, n_gt[areas], c_min)
+    picked = score[mine][np.minimum(j, len(mine) - 1)] if len(mine) else np.zeros(j.shape)
+    ss = np.where(c_min == 0, score[first_kept], np.where(reached, picked, 0.0))
+    out.recall[:, k, areas, m] = rc_end.T
+    out.precision[:, :, k, areas, m] = q.transpose(1, 2, 0)
+    out.scores[:, :, k, areas, m] = ss.transpose(1, 2, 0)
 
 
 def select_categories(per_image: PerImageEval, cat_ids: np.ndarray) -> PerImageEval:
@@ -568,7 +661,7 @@ def coco_evaluate(gt: CocoGroundTruth, dets: CocoDetections, img_ids=None, cat_i
     """evaluate_images + accumulate + summarize, as COCOeval(gt, loadRes(dets), 'bbox') with params.imgIds /
     params.catIds set to img_ids / cat_ids when given."""
     params = CocoParams.for_gt(gt, cat_ids)
-    acc = accumulate(evaluate_images(gt, dets, img_ids, params), params)
+    acc = _accumulate(_evaluate(gt, dets, img_ids, params), params)
     return CocoResult(stats=summarize(acc), per_class_ap=per_class_ap(acc), accumulated=acc)
 
 

@@ -14,6 +14,8 @@ from typing import Any
 import numpy as np
 
 from detval.config import COCO_BACKENDS as BACKENDS  # noqa: F401 (re-exported: the evaluators by name)
+from detval.coco.json_columns import (EXACT_INT, GroundTruthColumns, NotFast, read_detection_columns,
+                              read_ground_truth_columns)
 from detval.errors import DetvalError
 
 # YOLOv5 utils.general.coco80_to_coco91_class(): model class index (0..79) -> COCO category id (1..90).
@@ -85,12 +87,16 @@ class CocoDetections:
         return len(self.scores)
 
 
+def _check_file(path: str | Path, what: str) -> None:
+    if not Path(path).is_file():
+        raise DetvalError(f"{what} file not found: {path}")
+
+
 def _read_json(path_or_obj: str | Path | Any, what: str) -> tuple[Any, str]:
     """(parsed object, name for error messages) from a path or an already parsed object."""
     if isinstance(path_or_obj, (str, Path)):
         path = Path(path_or_obj)
-        if not path.is_file():
-            raise DetvalError(f"{what} file not found: {path}")
+        _check_file(path, what)
         try:
             with open(path, encoding="utf-8") as f:
                 return json.load(f), str(path)
@@ -107,13 +113,13 @@ def _column(items: list, key: str, source: str, what: str, dtype, shape_tail: tu
         if arr.shape != (len(items), *shape_tail):
             raise ValueError(f"expected shape {(len(items), *shape_tail)}, got {arr.shape}")
         return arr
-    except (KeyError, TypeError, ValueError) as e:
+    except (KeyError, TypeError, ValueError, OverflowError) as e:
         for i, item in enumerate(items):
             if not isinstance(item, Mapping) or key not in item:
                 raise DetvalError(f"{source}: {what}[{i}] has no '{key}'") from None
             try:
                 v = np.array(item[key], dtype=dtype)
-            except (TypeError, ValueError):
+            except (TypeError, ValueError, OverflowError):
                 v = None
             if v is None or v.shape != shape_tail:
                 raise DetvalError(f"{source}: {what}[{i}]['{key}'] is malformed: {item[key]!r}") from None
@@ -143,45 +149,72 @@ def load_coco_gt(path_or_dict: str | Path | Mapping) -> CocoGroundTruth:
 
     Duplicate annotation ids are rejected: pycocotools indexes annotations by id and would silently evaluate
     one annotation twice. A GT `ignore` field is not read, because pycocotools overwrites it with iscrowd.
+    A file is decoded against that schema first (coco/json_columns.py); the general reader handles the rest.
     """
+    if isinstance(path_or_dict, (str, Path)):
+        _check_file(path_or_dict, "ground-truth")
+        try:
+            return _ground_truth(read_ground_truth_columns(path_or_dict), str(path_or_dict))
+        except NotFast:
+            pass
     data, source = _read_json(path_or_dict, "ground-truth")
+    return _ground_truth(_ground_truth_columns(data, source), source)
+
+
+def _ground_truth_columns(data: Any, source: str) -> GroundTruthColumns:
+    """GroundTruthColumns from a parsed instances dict, with an error naming the first malformed item."""
     if not isinstance(data, Mapping):
         raise DetvalError(f"{source}: a COCO ground-truth file must hold a JSON object, not {type(data).__name__}")
     for key in ("images", "categories"):
         if key not in data:
             raise DetvalError(f"{source}: no '{key}' list")
-    images, cats, anns = data["images"], data["categories"], data.get("annotations", [])
-    image_ids = _image_id_array(_column(images, "id", source, "images", object).tolist(), source)
-    cat_list = _column(cats, "id", source, "categories", np.int64)
-    names = {int(c["id"]): str(c.get("name", c["id"])) for c in cats}
-    if anns:
-        ann_ids = _column(anns, "id", source, "annotations", np.int64)
-        ann_img_ids = _column(anns, "image_id", source, "annotations", object)
-        ann_cat = _column(anns, "category_id", source, "annotations", np.int64)
-        boxes = _column(anns, "bbox", source, "annotations", np.float64, (4,))
-        area = _column(anns, "area", source, "annotations", np.float64)
-        crowd = np.array([bool(a.get("iscrowd", 0)) for a in anns], dtype=bool)
-    else:
-        ann_ids, ann_cat = np.zeros(0, np.int64), np.zeros(0, np.int64)
-        ann_img_ids, boxes = np.zeros(0, object), np.zeros((0, 4))
-        area, crowd = np.zeros(0), np.zeros(0, bool)
-    uniq, counts = np.unique(ann_ids, return_counts=True)
+    images, cats, anns = data["images"], data["categories"], data.get("annotations") or []
+    cat_ids = _column(cats, "id", source, "categories", np.int64)
+    if not anns:
+        return GroundTruthColumns(_column(images, "id", source, "images", object).tolist(), cat_ids,
+                                  [c.get("name") for c in cats], np.zeros(0, np.int64), [], np.zeros(0, np.int64),
+                                  np.zeros((0, 4)), np.zeros(0), np.zeros(0, bool))
+    return GroundTruthColumns(
+        image_ids=_column(images, "id", source, "images", object).tolist(), category_ids=cat_ids,
+        category_names=[c.get("name") for c in cats],
+        ann_ids=_column(anns, "id", source, "annotations", np.int64),
+        ann_image_ids=_column(anns, "image_id", source, "annotations", object).tolist(),
+        ann_category=_column(anns, "category_id", source, "annotations", np.int64),
+        ann_boxes=_column(anns, "bbox", source, "annotations", np.float64, (4,)),
+        ann_area=_column(anns, "area", source, "annotations", np.float64),
+        ann_crowd=np.array([bool(a.get("iscrowd", 0)) for a in anns], dtype=bool))
+
+
+def _ground_truth(cols: GroundTruthColumns, source: str) -> CocoGroundTruth:
+    uniq, counts = np.unique(cols.ann_ids, return_counts=True)
     if (counts > 1).any():
         raise DetvalError(f"{source}: duplicate annotation id {int(uniq[counts > 1][0])}")
+    names = {int(c): str(c if n is None else n) for c, n in zip(cols.category_ids.tolist(), cols.category_names)}
     gt = CocoGroundTruth(
-        source=source, image_ids=image_ids, category_ids=np.unique(cat_list), category_names=names,
-        ann_ids=ann_ids, ann_image=np.zeros(len(ann_ids), np.int64), ann_category=ann_cat,
-        ann_boxes=boxes, ann_area=area, ann_crowd=crowd)
-    gt.ann_image[:] = gt.image_index(ann_img_ids.tolist())
+        source=source, image_ids=_image_id_array(cols.image_ids, source), category_ids=np.unique(cols.category_ids),
+        category_names=names, ann_ids=cols.ann_ids, ann_image=np.zeros(len(cols.ann_ids), np.int64),
+        ann_category=cols.ann_category, ann_boxes=cols.ann_boxes, ann_area=cols.ann_area, ann_crowd=cols.ann_crowd)
+    gt.ann_image[:] = gt.image_index(cols.ann_image_ids)
     return gt
 
 
 def load_coco_dets(path_or_list: str | Path | Sequence[Mapping], gt: CocoGroundTruth) -> CocoDetections:
     """Read a COCO results list [{"image_id", "category_id", "bbox": [x, y, w, h], "score"}, ...].
 
-    Every image_id must be one of gt's images (pycocotools' loadRes asserts the same). An empty list gives no
-    detections (pycocotools would crash on it).
+    Every image_id must be one of gt's images (pycocotools' loadRes asserts the same); category ids must be
+    integers, scores and boxes finite, widths and heights >= 0. An empty list gives no detections (pycocotools
+    would crash on it). A file of numeric records is read straight into columns (coco/json_columns.py).
     """
+    if isinstance(path_or_list, (str, Path)):
+        _check_file(path_or_list, "detections")
+        try:
+            cols = read_detection_columns(path_or_list)
+        except NotFast:
+            pass
+        else:
+            source = str(path_or_list)
+            return _detections(source, _numeric_image_index(gt, cols.image_id, source), cols.category_id,
+                               cols.boxes, cols.scores, gt)
     data, source = _read_json(path_or_list, "detections")
     if not isinstance(data, list):
         raise DetvalError(f"{source}: COCO detections must be a JSON list of objects, not {type(data).__name__}")
@@ -189,16 +222,61 @@ def load_coco_dets(path_or_list: str | Path | Sequence[Mapping], gt: CocoGroundT
         return CocoDetections(source, np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros((0, 4)), np.zeros(0))
     img_ids = _column(data, "image_id", source, "detections", object).tolist()
     image_index = gt.image_index(img_ids)
+    _check_known_images(source, image_index, img_ids, gt)
+    return _detections(source, image_index, _column(data, "category_id", source, "detections", np.float64),
+                       _column(data, "bbox", source, "detections", np.float64, (4,)),
+                       _column(data, "score", source, "detections", np.float64), gt)
+
+
+def _numeric_image_index(gt: CocoGroundTruth, ids: np.ndarray, source: str) -> np.ndarray:
+    """Positions in gt.image_ids of float64 image ids [N] (an integral float equals the int, as in Python);
+    fails naming unknown ids. -> int64 [N]."""
+    if gt.image_ids.dtype != np.int64:
+        index = gt.image_index(ids.tolist())
+    else:
+        whole = (ids == np.rint(ids)) & (np.abs(ids) < EXACT_INT)
+        as_int = np.where(whole, ids, 0).astype(np.int64)
+        pos = np.minimum(np.searchsorted(gt.image_ids, as_int), max(len(gt.image_ids) - 1, 0))
+        found = whole & (gt.image_ids[pos] == as_int) if len(gt.image_ids) else np.zeros(len(ids), bool)
+        index = np.where(found, pos, -1)
+    _check_known_images(source, index, ids, gt)
+    return index
+
+
+def _check_known_images(source: str, image_index: np.ndarray, img_ids, gt: CocoGroundTruth) -> None:
     unknown = np.flatnonzero(image_index < 0)
     if len(unknown):
-        shown = sorted({repr(img_ids[i]) for i in unknown[:1000]})[:5]
+        shown = sorted({_show_id(img_ids[i]) for i in unknown[:1000]})[:5]
         raise DetvalError(f"{source}: {len(unknown)} detections are on images that are not in {gt.source} "
                           f"(image_id {', '.join(shown)}{', ...' if len(shown) == 5 else ''})")
-    return CocoDetections(
-        source=source, image_index=image_index,
-        category_ids=_column(data, "category_id", source, "detections", np.int64),
-        boxes=_column(data, "bbox", source, "detections", np.float64, (4,)),
-        scores=_column(data, "score", source, "detections", np.float64))
+
+
+def _show_id(image_id) -> str:
+    if isinstance(image_id, (float, np.floating)) and float(image_id).is_integer():
+        return repr(int(image_id))
+    return repr(image_id.item() if isinstance(image_id, np.generic) else image_id)
+
+
+def _detections(source: str, image_index: np.ndarray, category: np.ndarray, boxes: np.ndarray,
+                scores: np.ndarray, gt: CocoGroundTruth) -> CocoDetections:
+    """CocoDetections after the checks every reader shares; category float64 [N] must hold integers."""
+    def first(bad: np.ndarray) -> int | None:
+        hits = np.flatnonzero(bad)
+        return int(hits[0]) if len(hits) else None
+
+    checks = (
+        (~np.isfinite(scores), lambda i: f"score {scores[i]!r}: scores must be finite numbers"),
+        (~np.isfinite(boxes).all(axis=1), lambda i: f"bbox {boxes[i].tolist()}: box values must be finite"),
+        ((boxes[:, 2] < 0) | (boxes[:, 3] < 0),
+         lambda i: f"a negative width or height: bbox {boxes[i].tolist()} (COCO boxes are [x, y, w, h])"),
+        (category != np.rint(category), lambda i: f"category_id {category[i]!r} is not an integer"),
+    )
+    for bad, say in checks:
+        i = first(bad)
+        if i is not None:
+            raise DetvalError(f"{source}: detections[{i}] has {say(i)}")
+    return CocoDetections(source=source, image_index=image_index, category_ids=category.astype(np.int64),
+                          boxes=boxes, scores=scores)
 
 
 def image_id_from_stem(stem: str) -> int | str:

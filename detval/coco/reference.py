@@ -1,4 +1,4 @@
-"""The same COCO evaluation run by pycocotools or faster-coco-eval, as a CocoResult (for parity checks and for
+"""The same COCO evaluation run by pycocotools, faster-coco-eval or ultrafast-pycocotools, as a CocoResult (for parity checks and for
 `--backend`). Both are optional dependencies, imported on use; their progress prints are swallowed."""
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import numpy as np
 
 from detval.coco.evaluate import CocoAccumulated, CocoParams, CocoResult, per_class_ap
 
-BACKENDS = ("pycocotools", "faster-coco-eval")
+BACKENDS = ("pycocotools", "faster-coco-eval", "ultrafast")
 
 
 def _load(source, what: str):
@@ -38,7 +38,10 @@ def reference_evaluate(backend: str, gt_source, dets_source, img_ids=None, cat_i
     stats, per-class AP computed from its precision array, and its precision/recall/scores.
     timings, if given, receives "load" and "evaluate" (evaluate + accumulate + summarize) in seconds."""
     t_load = time.perf_counter()
-    gt_data, dets_data = _load(gt_source, "ground truth"), _load(dets_source, "detections")
+    if backend == "ultrafast":   # its own loaders read files in Rust, and copy what they are given
+        gt_data, dets_data = (str(s) if isinstance(s, Path) else s for s in (gt_source, dets_source))
+    else:
+        gt_data, dets_data = _load(gt_source, "ground truth"), _load(dets_source, "detections")
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
         if backend == "pycocotools":
@@ -53,6 +56,11 @@ def reference_evaluate(backend: str, gt_source, dets_source, img_ids=None, cat_i
             from faster_coco_eval import COCOeval_faster as Eval
             gt = COCO(gt_data)
             kwargs = {"print_function": lambda *a, **k: None}
+        elif backend == "ultrafast":
+            from ultrafast_pycocotools import COCO
+            from ultrafast_pycocotools import COCOeval as Eval
+            gt = COCO(gt_data)
+            kwargs = {}
         else:
             raise ValueError(f"unknown COCO backend {backend!r}; choose from {BACKENDS}")
         dt = gt.loadRes(dets_data)

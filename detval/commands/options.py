@@ -150,7 +150,7 @@ def add_cocoeval(sub) -> None:
     p.add_argument("dets", metavar="DETECTIONS.json", help="COCO results list (e.g. YOLOv5 *_predictions.json)")
     p.add_argument("--iou-type", default="bbox", choices=["bbox"])
     p.add_argument("--json", action="store_true", help="print {stats, per_class_ap} as JSON instead of the summary")
-    p.add_argument("--backend", default="detval", choices=COCO_BACKENDS,
+    p.add_argument("--backend", "--coco-backend", dest="backend", default="detval", choices=(*COCO_BACKENDS, "ultrafast"),
                    help="evaluator; the others need the optional packages of the same name")
 
 
