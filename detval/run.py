@@ -29,7 +29,7 @@ from detval.cache.raw_outputs import STORE_CONF, RawCache, RunSettings
 from detval.coco.ground_truth import CocoGt, coco_ground_truth, records_with_labels
 from detval.coco.predictions import predictions_json_path
 from detval.config import ValConfig, increment_path
-from detval.data.prepare import Prepared, plan_digest, prepare, single_class
+from detval.data.prepare import Prepared, plan_digest, prepare
 from detval.errors import DetvalError
 from detval.evaluation.coco import CocoEvaluator
 from detval.evaluation.yolo import YoloEvaluator, YoloMetrics
@@ -159,9 +159,8 @@ def _coco_ground_truth(inputs: RunInputs) -> CocoGt:
     reads the dataset again, for the labels the cache's manifest does not hold."""
     cfg, prep = inputs.cfg, inputs.prep
     records = prep.records
-    if inputs.loaded is None:
+    if inputs.loaded is None:  # the labels' classes are zeroed by coco_ground_truth with --single-cls
         records = records_with_labels(cfg.data, cfg.images, records, prep.nc)
-        records = single_class(records) if cfg.single_cls else records
     return coco_ground_truth(cfg.data, cfg.images, records, prep.names, cfg.single_cls, cfg.coco_backend)
 
 

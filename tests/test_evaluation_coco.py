@@ -5,7 +5,6 @@ pycocotools on the written file, and a two-rank run against the single process."
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np

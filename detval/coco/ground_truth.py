@@ -23,6 +23,7 @@ from detval.coco.format import (BACKENDS, COCO80_NAMES, COCO80_TO_91, CocoGround
                                 load_coco_gt, yolo_labels_to_coco_gt)
 from detval.data.coco_dataset import is_coco_json, read_coco_json_split
 from detval.data.dataset_yaml import load_data_config
+from detval.data.prepare import single_class
 from detval.data.scan import ImageRecord, scan_images
 from detval.errors import DetvalError
 
@@ -94,7 +95,7 @@ def coco_ground_truth(data: str | Path, images: str | Path | None, records: Sequ
 
     cat_names = {c: str(n) for c, n in zip(class_map, names)}
     if single_cls:  # labels zeroed here too: records from a raw-output cache keep their classes
-        one = [ImageRecord(r.path, r.shape_hw, _class_zero(r.labels)) for r in records]
+        one = single_class(records)
         gt_source = yolo_labels_to_coco_gt(_by_path(one), ["item"], class_map)
         gt, source, cat_names = load_coco_gt(gt_source), gt_source, {class_map[0]: "item"}
         note = f"COCO ground truth: the run's labels, one class (category id {class_map[0]})"
@@ -129,12 +130,6 @@ def records_with_labels(data: str | Path, images: str | Path | None, records: Se
         raise DetvalError(f"--save-json: {len(gone)} images of the run are no longer usable in {data} "
                           f"(first: {gone[0]})")
     return [ImageRecord(r.path, r.shape_hw, labels[str(r.path)]) for r in records]
-
-
-def _class_zero(labels: np.ndarray) -> np.ndarray:
-    labels = np.array(labels, dtype=np.float32).reshape(-1, 5)
-    labels[:, 0] = 0
-    return labels
 
 
 def _check_backend(backend: str) -> None:
