@@ -79,7 +79,7 @@ def _yolov5_save_one_json(predn: torch.Tensor, stem: str, class_map) -> list[dic
 def test_predictions_json_is_val_pys_and_metrics_equal_pycocotools(run, tmp_path):
     cfg, prep, out = run
     gt = coco_ground_truth(cfg.data, None, prep.records, prep.names)
-    assert gt.class_map[:80] == list(COCO80_TO_91) and isinstance(gt.source, dict)
+    assert gt.class_map[:80] == list(range(80)) and isinstance(gt.source, dict)  # not coco/val2017: val.py's ids
     pred_json = predictions_json_path(tmp_path, cfg.weights)
     assert pred_json.name == "yolov5n_predictions.json"
     coco = _single(gt, out, pred_json)
@@ -88,7 +88,7 @@ def test_predictions_json_is_val_pys_and_metrics_equal_pycocotools(run, tmp_path
     expected = []
     for b in out:
         for i, predn in zip(b.image_ids, b.dets):
-            expected += _yolov5_save_one_json(predn, prep.records[i].path.stem, COCO80_TO_91)
+            expected += _yolov5_save_one_json(predn, prep.records[i].path.stem, list(range(1000)))
     assert len(expected) > 1000
     assert pred_json.read_text() == json.dumps(expected)
 
@@ -96,7 +96,7 @@ def test_predictions_json_is_val_pys_and_metrics_equal_pycocotools(run, tmp_path
     ref = reference_evaluate("pycocotools", gt.source, pred_json)
     np.testing.assert_allclose(coco["stats"], ref.stats, rtol=0, atol=1e-12)
     assert 0.05 < coco["stats"][0] < coco["stats"][1] < 1
-    names = {c: n for c, n in zip(COCO80_TO_91, COCO80_NAMES)}
+    names = dict(enumerate(COCO80_NAMES))
     assert coco["per_class_ap"] == pytest.approx({names[c]: ap for c, ap in ref.per_class_ap.items()}, abs=1e-12)
     assert coco["per_class_ap"]["giraffe"] > 0.3 and coco["per_class_ap"]["toaster"] == -1  # no toaster in coco128
 
@@ -229,7 +229,7 @@ def test_single_cls_and_records_from_a_raw_cache(run, tmp_path):
     for a, b in zip(relabelled, prep.records):
         np.testing.assert_array_equal(a.labels, b.labels)
     gt = coco_ground_truth(cfg.data, None, relabelled, prep.names, single_cls=True)
-    assert gt.gt.category_ids.tolist() == [1] and gt.names == {1: "item"}
+    assert gt.gt.category_ids.tolist() == [0] and gt.names == {0: "item"}  # class_map[0], as val.py numbers it
     assert len(gt.gt.ann_ids) == sum(len(r.labels) for r in prep.records)
     one_class = _with_dets(out, lambda d: torch.cat((d[:, :5], torch.zeros_like(d[:, 5:])), 1))
     coco = _single(gt, one_class, tmp_path / "p.json")
@@ -239,11 +239,11 @@ def test_single_cls_and_records_from_a_raw_cache(run, tmp_path):
 
 
 def test_class_map_rule():
-    assert coco_class_map(COCO80_NAMES) == (list(COCO80_TO_91), True)
-    assert coco_class_map(["a", "b"], [Path("/d/coco/val2017.txt")])[1]
+    assert coco_class_map(["a", "b"], [Path("/d/coco/val2017.txt")]) == (list(COCO80_TO_91), True)
     ids, is_coco = coco_class_map(["a", "b"], [Path("/d/other/val2017.txt")])
     assert not is_coco and ids[:3] == [0, 1, 2] and len(ids) == 1000
-    assert coco_class_map(list(COCO80_NAMES[::-1]))[1] is False
+    ids, is_coco = coco_class_map(COCO80_NAMES, [Path("/d/coco128/images/train2017")])  # val.py: class indices
+    assert not is_coco and ids[:80] == list(range(80))
 
 
 def test_two_images_with_one_id_are_refused(run, tmp_path):

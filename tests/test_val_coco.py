@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from detval.api import evaluate_raw, validate
-from detval.coco.format import COCO80_NAMES, COCO80_TO_91, yolo_labels_to_coco_gt
+from detval.coco.format import COCO80_NAMES, yolo_labels_to_coco_gt
 from detval.config import ValConfig
 from detval.errors import DetvalError
 from detval.data import list_images, load_data_config, scan_images
@@ -49,10 +49,10 @@ def test_save_json_is_the_same_on_two_processes(data_dir, one, tmp_path):
 
 
 def test_save_json_equals_pycocotools_on_the_written_file(data_dir, one, tmp_path):
-    """pycocotools against the same ground truth (coco128's YOLO labels as COCO, 91-ids) and the file val wrote."""
+    """pycocotools against the same ground truth (coco128's YOLO labels as COCO, class indices as category ids) and the file val wrote."""
     root, r1 = one
     coco, _ = _coco(r1.run_dir)
-    gt = yolo_labels_to_coco_gt(_records_by_path(data_dir), list(COCO80_NAMES), COCO80_TO_91)
+    gt = yolo_labels_to_coco_gt(_records_by_path(data_dir), list(COCO80_NAMES), list(range(80)))
     (tmp_path / "gt.json").write_text(json.dumps(gt))
     ref = reference_evaluate("pycocotools", tmp_path / "gt.json", r1.run_dir / "yolov5n_predictions.json")
     np.testing.assert_allclose(coco["stats"], ref.stats, rtol=0, atol=1e-12)
@@ -78,7 +78,7 @@ def test_coco_instances_json_as_data(data_dir, one, tmp_path):
     """--data instances.json --images DIR: the same images and labels as the data.yaml, so the same metrics."""
     root, r1 = one
     images = data_dir / "coco128" / "images" / "train2017"
-    gt = yolo_labels_to_coco_gt(_records_by_path(data_dir), list(COCO80_NAMES), COCO80_TO_91)
+    gt = yolo_labels_to_coco_gt(_records_by_path(data_dir), list(COCO80_NAMES), list(range(80)))
     (tmp_path / "instances.json").write_text(json.dumps(gt))
     r = validate(_cfg(data_dir, tmp_path, "json", data=str(tmp_path / "instances.json"), images=str(images)))
     assert (r.images, r.instances) == (r1.images, r1.instances)

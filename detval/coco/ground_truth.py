@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from detval.coco.evaluate import CocoParams
-from detval.coco.format import (BACKENDS, COCO80_NAMES, COCO80_TO_91, CocoGroundTruth, image_id_from_stem,
+from detval.coco.format import (BACKENDS, COCO80_TO_91, CocoGroundTruth, image_id_from_stem,
                                 load_coco_gt, yolo_labels_to_coco_gt)
 from detval.data.coco_dataset import is_coco_json, read_coco_json_split
 from detval.data.dataset_yaml import load_data_config
@@ -57,10 +57,9 @@ class CocoGt:
 
 def coco_class_map(names: Sequence[str], val_sources: Sequence[str | Path] = ()) -> tuple[list[int], bool]:
     """(class index -> category id, is COCO). COCO's 91-id map when a val source ends with coco/val2017.txt
-    (val.py's is_coco) or when the names are COCO's 80 in order (detval's addition, so that coco128-style sets
-    get COCO ids); else the identity, as val.py's list(range(1000))."""
-    by_path = any(str(s).replace(os.sep, "/").endswith("coco/val2017.txt") for s in val_sources)
-    if by_path or tuple(names) == COCO80_NAMES:
+    (val.py's is_coco); else the identity, as val.py's list(range(1000)): coco128 with COCO's 80 names gets class
+    indices as category ids, as val.py writes them."""
+    if any(str(s).replace(os.sep, "/").endswith("coco/val2017.txt") for s in val_sources):
         return list(COCO80_TO_91), True
     return list(range(max(1000, len(names)))), False
 
@@ -86,8 +85,7 @@ def coco_ground_truth(data: str | Path, images: str | Path | None, records: Sequ
         data_cfg = load_data_config(data)
         class_map, is_coco = coco_class_map(names, data_cfg.val or [])
         if is_coco:
-            id_note = "; category ids: COCO's 1..90 (" + (
-                "the 80 COCO class names" if tuple(names) == COCO80_NAMES else "coco/val2017.txt") + ")"
+            id_note = "; category ids: COCO's 1..90 (coco/val2017.txt)"
         record_ids = [image_id_from_stem(Path(r.path).stem) for r in records]
         anno = data_cfg.root / ANNOTATIONS_FILE
         gt_file = load_coco_gt(anno) if anno.is_file() and not single_cls else None
