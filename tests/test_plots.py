@@ -139,3 +139,12 @@ def test_another_process_draws_the_same_bytes(tmp_path):
     px = np.linspace(0, 1, 1000)
     plot_metric_curve(px, np.stack([px * (1 - px) * 4, px ** 2]), ["a", "b"], tmp_path / "here.png", "Recall")
     assert (tmp_path / "child.png").read_bytes() == (tmp_path / "here.png").read_bytes()
+
+
+def test_plots_drawn_in_three_processes_are_the_bytes_of_one(tmp_path, curves):
+    _, c, names = curves
+    confusion = np.random.default_rng(3).integers(0, 30, (9, 9)).astype(float)
+    one = write_plots(tmp_path / "one", c, confusion, names, processes=1)
+    three = write_plots(tmp_path / "three", c, confusion, names, processes=3)
+    assert [f.name for f in one] == [f.name for f in three]
+    assert all(a.read_bytes() == b.read_bytes() for a, b in zip(one, three))

@@ -1,6 +1,7 @@
 """Everything a run leaves in its folder: results.json, per_class.csv, --save-txt files, plots. Rank 0 only."""
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -40,6 +41,11 @@ def write_run_files(run_dir: Path, cfg: ValConfig, result: ValResult, metrics: D
     return data
 
 
+def _cores() -> int:
+    """The cores this process may run on: the figures are drawn on all of them once the table is printed."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
 def _write_plots(run_dir: Path, metrics: DetectionMetrics, confusion: np.ndarray, names: list[str],
                  pred_cls: np.ndarray) -> None:
     """As v7.0, a plot that fails is a warning: the metrics are already written."""
@@ -48,6 +54,6 @@ def _write_plots(run_dir: Path, metrics: DetectionMetrics, confusion: np.ndarray
     try:
         curves = PlotCurves.from_class_ap(metrics.per_class, np.unique(pred_cls)) if metrics.per_class else None
         if curves is not None:
-            write_plots(run_dir, curves, confusion, names)
+            write_plots(run_dir, curves, confusion, names, processes=_cores())
     except Exception as e:  # noqa: BLE001
         print(f"WARNING: plots not written: {e}", file=sys.stderr)
