@@ -29,15 +29,17 @@ from detval.cache.raw_outputs import STORE_CONF, RawCache, RunSettings
 from detval.coco.ground_truth import CocoGt, coco_ground_truth, records_with_labels
 from detval.coco.predictions import predictions_json_path
 from detval.config import ValConfig, increment_path
-from detval.data.prepare import Prepared, plan_digest, prepare
+from detval.data.prepare import Prepared, plan_digest, prepare, single_class
 from detval.errors import DetvalError
 from detval.evaluation.coco import CocoEvaluator
+from detval.evaluation.records import ImageResults
 from detval.evaluation.yolo import YoloEvaluator, YoloMetrics
 from detval.inference import (PREFETCH, BatchOutput, StageTimes, batch_loader, cached_batches, dataset_for,
                               infer_batch, loader_workers)
 from detval.model import LoadedModel, check_nc, load_model
 from detval.model.wrap import wrap_for_run
 from detval.ops.nms import NmsConfig
+from detval.report.mosaics import BATCHES as MOSAIC_BATCHES, MosaicSource
 from detval.report.table import speed_line, table_header, table_rows
 from detval.report.writer import write_run_files, write_txt_files
 from detval.results import ClassResult, ValResult
@@ -255,9 +257,31 @@ def finish(inputs: RunInputs, evaluators: list, gathered: Gathered, say: Say, t_
         result.coco = evaluators[1].evaluate(predictions_json_path(run_dir, inputs.weights["path"]), say)
     result.wall_seconds = time.perf_counter() - t_start
     write_run_files(run_dir, cfg, result, gathered.yolo.metrics, gathered.yolo.confusion, inputs.weights,
-                    images.det.cls.numpy())
+                    images.det.cls.numpy(), mosaic_source(inputs, images) if cfg.plots else None)
     say(f"Results saved to {run_dir}")
     return result
+
+
+def mosaic_source(inputs: RunInputs, images: ImageResults) -> MosaicSource | None:
+    """The first batches' images (read again) with their labels and detections, for the val_batch mosaics; None
+    (and a warning) when a re-evaluated cache's images are no longer there."""
+    prep = inputs.prep
+    batches = [prep.plan.batch(b) for b in range(min(MOSAIC_BATCHES, prep.plan.n_batches))]
+    wanted = sorted({i for batch in batches for i in batch})
+    records = list(prep.records)
+    if inputs.loaded is None:  # a raw cache's manifest holds no labels: read them again
+        try:
+            found = records_with_labels(inputs.cfg.data, inputs.cfg.images, [records[i] for i in wanted], prep.nc)
+        except DetvalError as e:
+            print(f"WARNING: val_batch mosaics not drawn: {e}", file=sys.stderr)
+            return None
+        for i, rec in zip(wanted, single_class(found) if prep.single_cls else found):
+            records[i] = rec
+    offsets = images.det_offsets()
+    rows = torch.cat([images.det.boxes, images.det.conf[:, None], images.det.cls[:, None]], 1).numpy()
+    ids = set(wanted)
+    detections = {i: rows[offsets[k]:offsets[k + 1]] for k, i in enumerate(images.image_ids.tolist()) if i in ids}
+    return MosaicSource(dataset_for(replace(prep, records=records)), batches, detections)
 
 
 def val_result(yolo: YoloMetrics, prep: Prepared, times: StageTimes) -> ValResult:

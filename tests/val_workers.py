@@ -36,7 +36,8 @@ def run_outcome(run_dir: Path) -> dict:
         "results": {k: res[k] for k in ("images", "instances", "metrics", "maps", "per_class")},
         "per_class.csv": (Path(run_dir) / "per_class.csv").read_text(),
         "labels": {p.name: p.read_text() for p in sorted((Path(run_dir) / "labels").glob("*.txt"))},
-        "plots": {p.name: p.read_bytes() for p in sorted(Path(run_dir).glob("*.png"))},
+        "plots": {p.name: p.read_bytes() for p in sorted([*Path(run_dir).glob("*.png"),
+                                                          *Path(run_dir).glob("*.jpg")])},
         "json": {p.name: p.read_bytes() for p in sorted(Path(run_dir).glob("*_predictions.json"))},
     }
 

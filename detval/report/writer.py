@@ -29,15 +29,16 @@ def write_txt_files(labels_dir: Path, records: list, image_ids: torch.Tensor, de
 
 
 def write_run_files(run_dir: Path, cfg: ValConfig, result: ValResult, metrics: DetectionMetrics,
-                    confusion: np.ndarray, weights: dict, pred_cls: np.ndarray) -> dict:
-    """results.json, per_class.csv and (with cfg.plots) the PNG plots. Returns the results.json dict."""
+                    confusion: np.ndarray, weights: dict, pred_cls: np.ndarray, mosaics=None) -> dict:
+    """results.json, per_class.csv and (with cfg.plots) the PNG plots and, given a mosaics.MosaicSource, the
+    val_batch mosaics. Returns the results.json dict."""
     data = result.to_json(cfg.settings(), __version__, weights)
     write_results_json(run_dir / "results.json", data)
     from detval.report.per_class_csv import write_per_class_csv
 
     write_per_class_csv(run_dir / "per_class.csv", data)
     if cfg.plots:
-        _write_plots(run_dir, metrics, confusion, result.names, pred_cls)
+        _write_plots(run_dir, metrics, confusion, result.names, pred_cls, mosaics)
     return data
 
 
@@ -47,13 +48,20 @@ def _cores() -> int:
 
 
 def _write_plots(run_dir: Path, metrics: DetectionMetrics, confusion: np.ndarray, names: list[str],
-                 pred_cls: np.ndarray) -> None:
-    """As v7.0, a plot that fails is a warning: the metrics are already written."""
-    from detval.report.plots import PlotCurves, write_plots
+                 pred_cls: np.ndarray, mosaics) -> None:
+    """Every figure side by side on the idle cores; as v7.0, a figure that fails is a warning (the metrics are
+    already written)."""
+    from detval.report.forked import run_forked
+    from detval.report.mosaics import mosaic_jobs
+    from detval.report.plots import PlotCurves, plot_jobs
 
     try:
-        curves = PlotCurves.from_class_ap(metrics.per_class, np.unique(pred_cls)) if metrics.per_class else None
-        if curves is not None:
-            write_plots(run_dir, curves, confusion, names, processes=_cores())
+        jobs = mosaic_jobs(run_dir, mosaics, names) if mosaics is not None else []
+        if metrics.per_class:
+            curves = PlotCurves.from_class_ap(metrics.per_class, np.unique(pred_cls))
+            jobs += plot_jobs(run_dir, curves, confusion, names)
+        errors = run_forked([draw for _, _, draw in jobs], [cost for _, cost, _ in jobs], _cores())
     except Exception as e:  # noqa: BLE001
-        print(f"WARNING: plots not written: {e}", file=sys.stderr)
+        errors = [f"{type(e).__name__}: {e}"]
+    for error in errors:
+        print(f"WARNING: plots not written: {error}", file=sys.stderr)
