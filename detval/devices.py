@@ -7,7 +7,8 @@ from detval.errors import DetvalError
 
 
 def parse_devices(spec: str) -> list[torch.device]:
-    """'' -> cuda:0 if there is a GPU else cpu; 'cpu' -> cpu; '0' -> cuda:0; '0,1,2,3' -> four CUDA devices."""
+    """'' -> cuda:0 if there is a GPU else cpu; 'cpu' -> cpu; '0' -> cuda:0; '0,1,2,3' -> four CUDA devices;
+    '0,0' -> two ranks sharing GPU 0 (their process group is gloo, see distributed/launch.py)."""
     spec = spec.strip().lower().replace("cuda:", "")
     if spec == "cpu" or (spec == "" and not torch.cuda.is_available()):
         return [torch.device("cpu")]
@@ -21,6 +22,4 @@ def parse_devices(spec: str) -> list[torch.device]:
     bad = [i for i in ids if i >= available]
     if bad:
         raise DetvalError(f"--device {spec!r}: CUDA device {bad[0]} requested, {available} available")
-    if len(set(ids)) != len(ids):
-        raise DetvalError(f"--device {spec!r}: a device is listed twice")
     return [torch.device("cuda", i) for i in ids]

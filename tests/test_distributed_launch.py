@@ -83,3 +83,14 @@ def test_ctrl_c_in_the_parent_stops_every_child(tmp_path):
     for pid in pids:
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
+
+
+def test_ranks_sharing_a_gpu_use_gloo_one_rank_per_gpu_nccl():
+    import torch
+
+    from detval.distributed.launch import backend_for
+
+    cuda = [torch.device("cuda", i) for i in (0, 1)]
+    assert backend_for(cuda) == "nccl"
+    assert backend_for([cuda[0], cuda[0]]) == "gloo"
+    assert backend_for([torch.device("cpu")] * 2) == "gloo"

@@ -84,18 +84,19 @@ def from_torchrun_env(device: str | None = None, timeout_s: float = DEFAULT_TIME
 
 
 def connect(rank: int, world_size: int, device: torch.device, host: str, port: int,
-            timeout_s: float = DEFAULT_TIMEOUT_S) -> DistContext:
-    """Join a single-node process group whose store is served at host:port (see launch.py)."""
+            timeout_s: float = DEFAULT_TIMEOUT_S, backend: str | None = None) -> DistContext:
+    """Join a single-node process group whose store is served at host:port (see launch.py). backend: None for
+    nccl on CUDA, gloo on the CPU; "gloo" also for ranks that share a GPU."""
     store = dist.TCPStore(host, port, is_master=False, timeout=_timedelta(timeout_s))
-    return _join_group(rank, world_size, rank, torch.device(device), timeout_s, store=store)
+    return _join_group(rank, world_size, rank, torch.device(device), timeout_s, store=store, backend=backend)
 
 
 def _join_group(rank: int, world_size: int, local_rank: int, device: torch.device, timeout_s: float,
-                store: dist.Store | None) -> DistContext:
+                store: dist.Store | None, backend: str | None = None) -> DistContext:
     if device.type == "cuda":
         # Before the group exists, so that NCCL binds this rank to its own GPU, not GPU 0.
         torch.cuda.set_device(device)
-    backend = "nccl" if device.type == "cuda" else "gloo"
+    backend = backend or ("nccl" if device.type == "cuda" else "gloo")
     kwargs = {"init_method": "env://"} if store is None else {"store": store}
     dist.init_process_group(backend, rank=rank, world_size=world_size, timeout=_timedelta(timeout_s), **kwargs)
     if store is None:

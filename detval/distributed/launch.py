@@ -99,7 +99,8 @@ def launch(fn: Callable[..., Any], args: tuple = (), world_size: int | None = No
             # Not daemonic: a rank's DataLoader needs worker processes of its own.
             proc = spawn.Process(
                 target=_rank_main, name=f"detval-rank{rank}",
-                args=(fn, args, rank, len(devs), dev, store.port, timeout_s, threads, writer, os.getpid()))
+                args=(fn, args, rank, len(devs), dev, backend_for(devs), store.port, timeout_s, threads, writer,
+                      os.getpid()))
             proc.start()
             writer.close()  # the child holds the only writer, so EOF means the child is gone
             procs.append(proc)
@@ -141,12 +142,16 @@ def _resolve_devices(world_size: int | None, devices: list[str] | None) -> list[
         raise ValueError(f"world_size {world_size} does not match {len(devs)} devices {devices}")
     if len({d.type for d in devs}) > 1:
         raise ValueError(f"cannot mix device types in one run: {devices}")
-    if len(set(devs)) < len(devs) and devs[0].type == "cuda":
-        raise ValueError(f"a GPU appears twice in {devices}; NCCL needs one rank per GPU")
     return devs
 
 
-def _rank_main(fn: Callable[..., Any], args: tuple, rank: int, world_size: int, device: torch.device,
+def backend_for(devs: list[torch.device]) -> str:
+    """nccl for one rank per GPU; gloo on the CPU and when ranks share a GPU (NCCL refuses that; gloo moves
+    the collectives' host copies, the model still runs on the GPU)."""
+    return "nccl" if devs[0].type == "cuda" and len(set(devs)) == len(devs) else "gloo"
+
+
+def _rank_main(fn: Callable[..., Any], args: tuple, rank: int, world_size: int, device: torch.device, backend: str,
                port: int, timeout_s: float, threads: int, conn: Connection, parent_pid: int) -> None:
     """Body of one spawned rank: report ("ok", value) or ("error", message, traceback, secondary)."""
     _die_with_parent(parent_pid)
@@ -156,7 +161,7 @@ def _rank_main(fn: Callable[..., Any], args: tuple, rank: int, world_size: int, 
     torch.set_num_threads(threads)
     ctx: DistContext | None = None
     try:
-        ctx = connect(rank, world_size, device, _HOST, port, timeout_s)
+        ctx = connect(rank, world_size, device, _HOST, port, timeout_s, backend)
         value = fn(ctx, *args)
         shutdown(ctx)
         # Plain pickle: torch's multiprocessing pickler would pass tensors as shared memory that
