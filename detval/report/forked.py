@@ -2,8 +2,9 @@
 
 When the last batch is done the cores are idle while rank 0 draws one figure after another (matplotlib is
 single-threaded). A forked child inherits the imported modules and the job's arrays: no pickling, no start-up.
-Each job writes its own file, so the output does not depend on how the jobs were split. Without os.fork (not
-POSIX), or for one process, the jobs run here, one after the other.
+Each job writes its own file, so the output does not depend on how the jobs were split. The children touch no
+CUDA and no process group, and leave with os._exit. Off Linux (macOS forbids fork after some system frameworks
+start; Windows has none), or for one process, the jobs run here, one after the other.
 """
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ def split_by_cost(costs: Sequence[float], groups: int) -> list[list[int]]:
 def run_forked(jobs: Sequence[Job], costs: Sequence[float], processes: int) -> list[str]:
     """Run every job once, in up to `processes` processes (this one included). Returns one line per job that
     raised ("ExceptionType: message"); a job's failure does not stop the others."""
-    groups = split_by_cost(costs, processes if hasattr(os, "fork") else 1)
+    groups = split_by_cost(costs, processes if sys.platform.startswith("linux") else 1)
     children = []
     for group in groups[1:]:
         read_fd, write_fd = os.pipe()
