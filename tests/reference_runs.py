@@ -57,3 +57,36 @@ def subset_yaml(data_dir: Path, tmp_path: Path, n: int) -> Path:
 
 def image_ids(data: Path) -> set[int]:
     return {int(Path(line).stem) for line in (data.parent / "subset.txt").read_text().split()}
+
+
+def dropped_by_time_limit(result: ValResult, preds: list[dict], raw_dir: Path) -> set[int]:
+    """The images val.py's NMS time limit emptied in the reference (detval has none: README, Exactness): those with
+    detections here and none there. Asserts they are batch tails, as the limit leaves them (it stops a batch's
+    image loop), and returns their stems."""
+    from detval.cache.raw_outputs import RawCache
+
+    ours = {p["image_id"] for p in predictions(result)}
+    dropped = ours - {p["image_id"] for p in preds}
+    cache = RawCache.open_existing(raw_dir)
+    stems = [int(Path(p).stem) for p in cache.meta["images"]]
+    for b in range(len(cache.meta["batch_shapes"])):
+        flags = [stems[i] in dropped for i, batch in enumerate(cache.meta["batch_of"]) if batch == b]
+        assert flags == sorted(flags), f"batch {b}: dropped images are not the batch's tail"
+    return dropped
+
+
+def empty_images_in_raw_cache(raw_dir: Path, stems: set[int]) -> None:
+    """Rewrite a raw cache with no NMS candidates for the given images (to replay val.py's time-limited run)."""
+    import torch
+
+    from detval.cache.raw_outputs import BatchRaw, RawCache
+
+    cache = RawCache.open_existing(raw_dir)
+    images = cache.meta["images"]
+    for b in sorted(cache.done_batches()):
+        raw = cache.read(b)
+        parts = torch.split(raw.cands, raw.cand_counts.tolist())
+        keep = [int(Path(images[i]).stem) not in stems for i in raw.image_ids.tolist()]
+        kept = [p if k else p[:0] for p, k in zip(parts, keep)]
+        cache.write(b, BatchRaw(raw.image_ids, torch.tensor([len(p) for p in kept], dtype=torch.int64),
+                                torch.cat(kept), raw.label_counts, raw.labels, raw.shapes))
