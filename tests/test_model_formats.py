@@ -96,3 +96,14 @@ def test_weights_list_in_config():
     cfg = ValConfig(weights=["a.pt", "b.pt"], data="d.yaml")
     assert cfg.weights == ("a.pt", "b.pt") and cfg.weights_list == ("a.pt", "b.pt")
     assert ValConfig(weights="a.pt", data="d.yaml").weights_list == ("a.pt",)
+
+
+def test_cli_weights_takes_several_files_and_the_export_flags():
+    from detval.cli import build_parser
+    from detval.commands.options import config_from_args
+
+    args = build_parser().parse_args(["val", "--weights", "a.pt", "b.pt", "--data", "d.yaml", "--dnn", "--export-batch"])
+    cfg = config_from_args(args)
+    assert (cfg.weights, cfg.dnn, cfg.export_batch) == (("a.pt", "b.pt"), True, True)
+    one = config_from_args(build_parser().parse_args(["val", "--weights", "a.onnx", "--data", "d.yaml"]))
+    assert (one.weights, one.dnn, one.export_batch) == ("a.onnx", False, False)
