@@ -4,6 +4,7 @@ metadata props (stride, names) appended to the ModelProto. Without the onnx pack
 step (custom functions, none here) is skipped."""
 from __future__ import annotations
 
+import importlib.util
 import warnings
 from pathlib import Path
 
@@ -43,9 +44,7 @@ def metadata_props(props: dict[str, str]) -> bytes:
 
 def export_dynamic(weights: Path, out: Path, imgsz: int = 640) -> Path:
     loaded = load_model(weights)
-    try:
-        import onnx  # noqa: F401 -- with it, the exporter runs as usual
-    except ImportError:
+    if importlib.util.find_spec("onnx") is None:  # with it, the exporter runs as usual
         from torch.onnx._internal.torchscript_exporter import onnx_proto_utils
         onnx_proto_utils._add_onnxscript_fn = lambda proto, *a, **k: proto
     head = _Head(loaded.model).eval()
