@@ -75,3 +75,18 @@ def test_export_settings_are_checked_before_the_run(data_dir, tmp_path):
         run_case(data_dir, tmp_path, "half", ["yolov5n.onnx"], half=True)
     with pytest.raises(DetvalError, match="an ensemble takes PyTorch checkpoints"):
         run_case(data_dir, tmp_path, "mixed", ["yolov5n.pt", "yolov5n.onnx"])
+
+
+def test_onnxruntime_is_imported_only_for_onnx_weights(data_dir):
+    import subprocess
+    import sys
+
+    code = ("import sys; from detval.model.load import open_weights; open_weights((sys.argv[1],), dnn='--dnn' in sys.argv);"
+            " print('onnxruntime' in sys.modules)")
+
+    def imported(*args):
+        out = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, check=True)
+        return out.stdout.strip()
+    w = data_dir / "weights"
+    assert [imported(str(w / "yolov5n.pt")), imported(str(w / "yolov5n.onnx"), "--dnn"),
+            imported(str(w / "yolov5n.onnx"))] == ["False", "False", "True"]
