@@ -118,3 +118,10 @@ def test_p6_builds_from_its_own_yaml(data_dir):
     x = torch.rand(1, 3, 128, 192, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         assert m.model(x).shape == (1, 3 * (16 * 24 + 8 * 12 + 4 * 6 + 2 * 3), 85)
+
+
+def test_ensemble_chunking_is_set_on_every_member(data_dir):
+    a, b = (str(data_dir / "weights" / w) for w in ("yolov5n.pt", "yolov5n-perturbed.pt"))
+    ens = open_weights((a, b)).model
+    ens.chunk_pixels = None
+    assert ens.chunk_pixels is None and all(m.chunk_pixels is None for m in ens.models)

@@ -21,6 +21,16 @@ class Ensemble(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.cat([m(x) for m in self.models], 1)
 
+    @property
+    def chunk_pixels(self) -> int | None:
+        """The members' chunked CPU forward (DetectionModel.chunk_pixels), set on all of them."""
+        return self.models[0].chunk_pixels
+
+    @chunk_pixels.setter
+    def chunk_pixels(self, value: int | None) -> None:
+        for m in self.models:
+            m.chunk_pixels = value
+
     def use_channels_last(self) -> "Ensemble":
         for m in self.models:
             m.use_channels_last()
