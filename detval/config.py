@@ -22,7 +22,7 @@ class ConfigError(DetvalError, ValueError):
 class ValConfig:
     """What `detval val` takes. Names and defaults follow YOLOv5 v7.0 val.py's command line."""
 
-    weights: str
+    weights: str | tuple[str, ...]  # one file, or several (an ensemble of .pt checkpoints)
     data: str
     imgsz: int = 640
     batch_size: int = 32
@@ -54,8 +54,12 @@ class ValConfig:
     cache_dir: str | None = None  # disk image cache folder (default $DETVAL_CACHE_DIR, else ~/.cache/detval/images)
     channels_last: bool = False  # NHWC convolutions: faster on some CPUs, NOT exact (see DetectionModel)
     quiet: bool = False
+    dnn: bool = False  # an .onnx file through OpenCV DNN instead of onnxruntime (val.py --dnn)
+    export_batch: bool = False  # an exported file with a dynamic batch axis: --batch-size images a batch (not val.py's 1)
 
     def __post_init__(self) -> None:
+        if isinstance(self.weights, (list, tuple)):  # one file stays a plain path (results.json, compare)
+            object.__setattr__(self, "weights", self.weights[0] if len(self.weights) == 1 else tuple(self.weights))
         if self.task == "speed":  # applied here, so that the API and the CLI run the same settings
             for name, value in SPEED_SETTINGS.items():
                 object.__setattr__(self, name, value)  # frozen: __post_init__ is the one place it may be set
@@ -79,6 +83,11 @@ class ValConfig:
         for ok, message in checks:
             if not ok:
                 raise ConfigError(message)
+
+    @property
+    def weights_list(self) -> tuple[str, ...]:
+        """--weights as a tuple of files (one unless an ensemble)."""
+        return self.weights if isinstance(self.weights, tuple) else (self.weights,)
 
     def settings(self) -> dict:
         """All settings as a plain dict for results.json."""

@@ -29,14 +29,16 @@ from detval.cache.raw_outputs import STORE_CONF, RawCache, RunSettings
 from detval.coco.ground_truth import CocoGt, coco_ground_truth, records_with_labels
 from detval.coco.predictions import predictions_json_path
 from detval.config import ValConfig, increment_path
-from detval.data.prepare import Prepared, plan_digest, prepare, single_class
+from detval.data.prepare import Prepared, make_divisible, plan_digest, prepare, single_class
 from detval.errors import DetvalError
 from detval.evaluation.coco import CocoEvaluator
 from detval.evaluation.records import ImageResults
 from detval.evaluation.yolo import YoloEvaluator, YoloMetrics
 from detval.inference import (PREFETCH, BatchOutput, StageTimes, batch_loader, cached_batches, dataset_for,
                               infer_batch, loader_workers)
-from detval.model import LoadedModel, check_nc, load_model
+from detval.model import LoadedModel, check_nc
+from detval.model.load import open_weights
+from detval.model.run_shape import check_run_options, run_shape
 from detval.model.wrap import wrap_for_run
 from detval.ops.nms import NmsConfig
 from detval.report.mosaics import BATCHES as MOSAIC_BATCHES, MosaicSource
@@ -123,21 +125,38 @@ def open_inputs(ctx: distributed.DistContext, cfg: ValConfig, say: Say) -> RunIn
 
 
 def _open_model_run(ctx: distributed.DistContext, cfg: ValConfig, say: Say) -> RunInputs:
-    loaded = load_model(cfg.weights, cfg.cfg, device=ctx.device)
-    prep = prepare(cfg, int(loaded.stride.max()))
+    loaded, cfg, prep = _model_and_plan(ctx, cfg, say)
     if not cfg.single_cls:
         check_nc(loaded, prep.nc)
-    say(f"detval: {loaded.path.name} ({sum(p.numel() for p in loaded.model.parameters())} parameters, "
-        f"nc {loaded.nc}, sha256 {loaded.sha256[:12]}) on {ctx.device}"
-        + (f" x {ctx.world_size} processes" if ctx.world_size > 1 else ""))
+    say(f"detval: {loaded.summary()} on {ctx.device}" + (f" x {ctx.world_size} processes" if ctx.world_size > 1 else ""))
     raw = None
     if cfg.save_raw:
-        settings = RunSettings(weights=str(cfg.weights), data=str(cfg.data), images_dir=cfg.images, device=cfg.device)
+        settings = RunSettings(weights=_weights_setting(cfg), data=str(cfg.data), images_dir=cfg.images,
+                               device=cfg.device)
         raw = RawCache.for_run(cfg.save_raw, loaded.sha256, prep, settings, cfg.batch_size, cfg.task, cfg.half,
-                               cfg.conf_thres)
+                               cfg.conf_thres, runtime=loaded.runtime)
     done = sorted(raw.done_batches()) if raw is not None else []
     todo = sorted(set(range(prep.plan.n_batches)) - set(done))
-    return RunInputs(cfg, prep, loaded, raw, done, todo, {"path": str(cfg.weights), "sha256": loaded.sha256}, None)
+    return RunInputs(cfg, prep, loaded, raw, done, todo, {"path": _weights_setting(cfg), "sha256": loaded.sha256},
+                     None)
+
+
+def _model_and_plan(ctx: distributed.DistContext, cfg: ValConfig, say: Say) -> tuple[LoadedModel, ValConfig, Prepared]:
+    """The model, the run's settings as its format runs them (val.py forces batch 1 on most exports) and the plan."""
+    loaded = open_weights(cfg.weights_list, cfg.cfg, device=ctx.device, dnn=cfg.dnn)
+    check_run_options(loaded.runtime, cfg.half, cfg.channels_last, cfg.dp)
+    stride = int(loaded.stride.max())
+    shape = run_shape(loaded.runtime, loaded.input_shape, make_divisible(cfg.imgsz, stride), cfg.batch_size,
+                      cfg.export_batch)
+    if shape.note:
+        say(shape.note)
+    cfg = replace(cfg, batch_size=shape.batch_size)
+    return loaded, cfg, prepare(cfg, stride, rect=shape.rect)
+
+
+def _weights_setting(cfg: ValConfig) -> str | list[str]:
+    """--weights as results.json and the raw cache record it: the path, or the list of an ensemble's paths."""
+    return cfg.weights if isinstance(cfg.weights, str) else list(cfg.weights)
 
 
 def _open_cached_run(cfg: ValConfig) -> RunInputs:
@@ -254,12 +273,17 @@ def finish(inputs: RunInputs, evaluators: list, gathered: Gathered, say: Say, t_
         write_txt_files(run_dir / "labels", prep.records, images.image_ids, images.det_counts, images.det,
                         cfg.save_conf)
     if len(evaluators) > 1:
-        result.coco = evaluators[1].evaluate(predictions_json_path(run_dir, inputs.weights["path"]), say)
+        result.coco = evaluators[1].evaluate(predictions_json_path(run_dir, _first_weights(inputs.weights["path"])), say)
     result.wall_seconds = time.perf_counter() - t_start
     write_run_files(run_dir, cfg, result, gathered.yolo.metrics, gathered.yolo.confusion, inputs.weights,
                     images.det.cls.numpy(), mosaic_source(inputs, images) if cfg.plots else None)
     say(f"Results saved to {run_dir}")
     return result
+
+
+def _first_weights(path: str | list[str]) -> str:
+    """The file val.py names the predictions JSON after: the first of an ensemble."""
+    return path if isinstance(path, str) else path[0]
 
 
 def mosaic_source(inputs: RunInputs, images: ImageResults) -> MosaicSource | None:

@@ -87,7 +87,7 @@ def run_stage_bench(cfg: ValConfig, max_batches: int | None = None, chunked: boo
 
     mode = "chunked" if chunked and device.type == "cpu" and not cfg.half else "whole batches"
     desc = (f"detval bench: {inputs.loaded.path.name} on {cfg.data}, {times.images} images, imgsz {prep.imgsz}, batch "
-            f"{cfg.batch_size}, {device}, {torch.get_num_threads()} threads, inference in {mode}"
+            f"{inputs.cfg.batch_size}, {device}, {torch.get_num_threads()} threads, inference in {mode}"
             + (f", cache {cfg.cache}" if cfg.cache else ""))
     return BenchReport(times.images, times.seconds, setup, result, desc)
 

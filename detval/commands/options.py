@@ -58,7 +58,8 @@ def _flag(names: str, commands: str, help: str | None = None, **kw) -> Flag:
 
 
 RUN_FLAGS: tuple[Flag, ...] = (
-    _flag("--weights", "val bench", "checkpoint (.pt) or state_dict (with --cfg)", required=True),
+    _flag("--weights", "val bench", "checkpoint (.pt; several: an ensemble), state_dict (with --cfg), .torchscript "
+          "or .onnx", required=True, overrides=((VAL, {"nargs": "+"}), (BENCH, {"nargs": "+"}))),
     _flag("--data", "val bench", "data.yaml, or a COCO instances.json with --images", required=True),
     _flag("--raw", "eval", "folder written by val --save-raw", dest="save_raw", required=True, metavar="DIR"),
     _flag("--images", "val", "image folder for a COCO JSON --data"),
@@ -93,6 +94,9 @@ RUN_FLAGS: tuple[Flag, ...] = (
     _flag("--name", "val eval", "run folder name (exp, exp2, ... unless --exist-ok)"),
     _flag("--exist-ok", "val eval", "reuse project/name instead of a new exp<N>"),
     _flag("--quiet", "val eval", "print nothing but errors"),
+    _flag("--dnn", "val", "run an .onnx file with OpenCV DNN instead of onnxruntime"),
+    _flag("--export-batch", "val", "an exported model with a dynamic batch axis: --batch-size images a batch "
+          "(val.py runs batch 1; digits: see the README)"),
 )
 
 

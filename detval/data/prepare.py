@@ -43,12 +43,13 @@ def make_divisible(x: int, divisor: int) -> int:
     return int(np.ceil(x / divisor) * divisor)
 
 
-def prepare(cfg: ValConfig, stride: int) -> Prepared:
-    """Read cfg.data's split (a data.yaml, or a COCO instances.json with cfg.images) and plan its batches."""
+def prepare(cfg: ValConfig, stride: int, rect: bool = True) -> Prepared:
+    """Read cfg.data's split (a data.yaml, or a COCO instances.json with cfg.images) and plan its batches: rect
+    (aspect-ratio) batches unless rect is False (val.py's choice for exported weights) or --task speed."""
     records, excluded, names, summary = _read_split(cfg)
     records = single_class(records) if cfg.single_cls else records
     imgsz = make_divisible(cfg.imgsz, stride)
-    if cfg.task == "speed":
+    if cfg.task == "speed" or not rect:
         plan = square_batch_plan(len(records), cfg.batch_size, imgsz)
     else:
         plan = rect_batch_plan(np.array([r.shape_hw for r in records]), cfg.batch_size, imgsz, stride, pad=0.5)

@@ -12,6 +12,7 @@ import torch
 
 from detval.model.checkpoint import CheckpointContents, file_sha256, read_contents
 from detval.model.errors import CheckpointError
+from detval.model.formats import PYTORCH
 from detval.model.yolo import DetectionModel, UnknownLayerError, load_model_yaml
 
 
@@ -19,21 +20,33 @@ from detval.model.yolo import DetectionModel, UnknownLayerError, load_model_yaml
 class LoadedModel:
     """A ready-to-run detector and what val needs to know about it.
 
-    model: DetectionModel in eval mode, FP32 (fused unless load_model(fuse=False)), on the requested device.
-    names: class names by id; nc: number of classes; stride: Tensor [nl] (8, 16, 32 for P5 models), CPU.
-    sha256: hex digest of the weights file; path: the weights file; fused: whether Conv+BN are folded.
+    model: DetectionModel in eval mode, FP32 (fused unless load_model(fuse=False)), on the requested device; or an
+    Ensemble of them, or an exported model's backend (detval.model.exported): each maps a float batch [B, 3, H, W]
+    to [B, N, 5 + nc]. names: class names by id, nc: number of classes (None: the file does not say, as with
+    --dnn); stride: Tensor [nl] (8, 16, 32 for P5 models; one value for an exported file), CPU.
+    sha256: hex digest of the weights file (of the files' digests for an ensemble); path: the (first) weights file;
+    fused: whether Conv+BN are folded. runtime: what runs it (PyTorch, TorchScript, ONNX Runtime, OpenCV DNN);
+    input_shape: (batch, height, width) the file fixes, None for an axis it leaves free, None when it fixes none.
     """
 
-    model: DetectionModel
-    names: list[str]
-    nc: int
+    model: torch.nn.Module
+    names: list[str] | None
+    nc: int | None
     stride: torch.Tensor
     sha256: str
     path: Path
     fused: bool = True
+    runtime: str = PYTORCH
+    input_shape: tuple[int | None, int | None, int | None] | None = None
+
+    def summary(self) -> str:
+        """One line for the log: the file, what runs it and how big it is."""
+        what = (f"{sum(p.numel() for p in self.model.parameters())} parameters" if self.runtime == PYTORCH
+                else self.runtime)
+        return f"{self.path.name} ({what}, nc {self.nc if self.nc is not None else '?'}, sha256 {self.sha256[:12]})"
 
 
-def _names_list(names, nc: int, path: Path) -> list[str]:
+def names_list(names, nc: int, path: Path) -> list[str]:
     if names is None:
         return [str(i) for i in range(nc)]
     if isinstance(names, dict):
@@ -84,7 +97,7 @@ def load_model(weights: str | Path, cfg: str | Path | None = None, device: str |
     model = _build_model(contents, cfg, path)
     _load_weights(model, contents.state_dict, path, fuse)
     nc = model.nc
-    names = _names_list(contents.names, nc, path)
+    names = names_list(contents.names, nc, path)
     if len(names) != nc:
         raise CheckpointError(f"{path}: {len(names)} class names for a model with nc={nc}")
     model.names = names
@@ -130,7 +143,8 @@ def _load_weights(model: DetectionModel, sd: dict[str, torch.Tensor], path: Path
 
 
 def check_nc(loaded: LoadedModel, data_nc: int) -> None:
-    """Raise CheckpointError when the model and the dataset disagree on the number of classes."""
-    if loaded.nc != data_nc:
+    """Raise CheckpointError when the model and the dataset disagree on the number of classes (unless the file
+    does not say)."""
+    if loaded.nc is not None and loaded.nc != data_nc:
         raise CheckpointError(f"{loaded.path}: the model has {loaded.nc} classes but the dataset has {data_nc}; "
                               "pass weights and data that were trained together")

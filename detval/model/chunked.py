@@ -52,7 +52,8 @@ def reference_split(model, threads: int) -> ExactSplit | None:
     if threads not in verdicts:
         split = calibrate(threads)
         if split is not None:  # 15 images: the head's sigmoid ranges end mid-step at 2 threads
-            x = torch.rand(15, 3, 96, 128, generator=torch.Generator().manual_seed(0))
+            s = int(model.stride.max())  # 3 x 4 cells of the coarsest level: 96 x 128 for P5, 192 x 256 for P6
+            x = torch.rand(15, 3, 3 * s, 4 * s, generator=torch.Generator().manual_seed(0))
             with torch.no_grad():
                 with torch_threads(REFERENCE_THREADS):
                     reference = model.detect(model.features(x))
