@@ -54,11 +54,15 @@ class ValConfig:
     cache_dir: str | None = None  # disk image cache folder (default $DETVAL_CACHE_DIR, else ~/.cache/detval/images)
     channels_last: bool = False  # NHWC convolutions: faster on some CPUs, NOT exact (see DetectionModel)
     quiet: bool = False
+    augment: bool = False  # test-time augmentation, as val.py --augment (model/augment.py)
+    save_hybrid: bool = False  # labels join the NMS input as conf-1 rows, as val.py; implies save_txt (as its CLI)
 
     def __post_init__(self) -> None:
         if self.task == "speed":  # applied here, so that the API and the CLI run the same settings
             for name, value in SPEED_SETTINGS.items():
                 object.__setattr__(self, name, value)  # frozen: __post_init__ is the one place it may be set
+        if self.save_hybrid:  # val.py's parse_opt: save_txt |= save_hybrid
+            object.__setattr__(self, "save_txt", True)
         self._check()
 
     def _check(self) -> None:

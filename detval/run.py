@@ -132,7 +132,7 @@ def _open_model_run(ctx: distributed.DistContext, cfg: ValConfig, say: Say) -> R
     if cfg.save_raw:
         settings = RunSettings(weights=str(cfg.weights), data=str(cfg.data), images_dir=cfg.images, device=cfg.device)
         raw = RawCache.for_run(cfg.save_raw, loaded.sha256, prep, settings, cfg.batch_size, cfg.task, cfg.half,
-                               cfg.conf_thres)
+                               cfg.conf_thres, augment=cfg.augment)
     done = sorted(raw.done_batches()) if raw is not None else []
     todo = sorted(set(range(prep.plan.n_batches)) - set(done))
     return RunInputs(cfg, prep, loaded, raw, done, todo, {"path": str(cfg.weights), "sha256": loaded.sha256}, None)
@@ -147,7 +147,7 @@ def _open_cached_run(cfg: ValConfig) -> RunInputs:
                           f"--conf-thres {cfg.conf_thres} needs a new model run")
     s, key = raw.settings, raw.key
     cfg = replace(cfg, data=s.data, images=s.images_dir, device=s.device, imgsz=key.imgsz,
-                  batch_size=key.batch_size, task=key.task, half=key.half)
+                  batch_size=key.batch_size, task=key.task, half=key.half, augment=key.augment)
     prep = raw.prepared(cfg.single_cls)
     done = sorted(raw.done_batches())
     todo = sorted(set(range(prep.plan.n_batches)) - set(done))
@@ -171,7 +171,7 @@ def replay_cached(ctx: distributed.DistContext, inputs: RunInputs, times: StageT
     mine = [inputs.done[i] for i in distributed.static_split(len(inputs.done), ctx.rank, ctx.world_size)]
     if not mine:
         return []
-    return cached_batches(inputs.raw, mine, inputs.nms, inputs.cfg.single_cls, times)
+    return cached_batches(inputs.raw, mine, inputs.nms, inputs.cfg.single_cls, times, hybrid=inputs.cfg.save_hybrid)
 
 
 def run_live(ctx: distributed.DistContext, inputs: RunInputs, times: StageTimes, workers: int | None = None,
@@ -190,13 +190,14 @@ def run_live(ctx: distributed.DistContext, inputs: RunInputs, times: StageTimes,
     dataset = dataset_for(prep, open_image_cache(cfg.cache, cfg.cache_dir), times if time_loading and workers == 0 else None)
     loader = batch_loader(dataset, claimed, workers, pin_memory=ctx.device.type == "cuda")
     cand_conf = min(cfg.conf_thres, STORE_CONF) if inputs.raw is not None else cfg.conf_thres
-    return _infer_all(model, loader, ctx.device, cfg.half, cand_conf, inputs.nms, cfg.single_cls, times)
+    return _infer_all(model, loader, ctx.device, cfg, cand_conf, inputs.nms, times)
 
 
-def _infer_all(model, loader, device, half, cand_conf, nms, single_cls, times) -> Iterable[BatchOutput]:
+def _infer_all(model, loader, device, cfg: ValConfig, cand_conf, nms, times) -> Iterable[BatchOutput]:
     with torch.inference_mode():
         for batch in loader:
-            yield infer_batch(model, batch, device, half, cand_conf, nms, single_cls, times)
+            yield infer_batch(model, batch, device, cfg.half, cand_conf, nms, cfg.single_cls, times,
+                              augment=cfg.augment, hybrid=cfg.save_hybrid)
 
 
 def feed(evaluators: list, out: BatchOutput, times: StageTimes, progress: "Progress | None" = None) -> None:

@@ -41,6 +41,7 @@ class RawKey:
     half: bool
     store_conf: float
     format: int = FORMAT
+    augment: bool = False  # test-time augmentation (a manifest written before it existed: False, which it was)
 
 
 @dataclass(frozen=True)
@@ -76,7 +77,8 @@ class RawCache:
         manifest = self.folder / "manifest.json"
         if manifest.is_file():
             stored = json.loads(manifest.read_text())
-            diff = {k: (stored["key"].get(k), v) for k, v in asdict(key).items() if stored["key"].get(k) != v}
+            cached = asdict(RawKey(**stored["key"]))  # fields an older manifest lacks take their defaults
+            diff = {k: (cached[k], v) for k, v in asdict(key).items() if cached[k] != v}
             if diff:
                 what = ", ".join(f"{k}: cached {a!r}, now {b!r}" for k, (a, b) in diff.items())
                 raise DetvalError(f"{self.folder}: raw-output cache was made for another run ({what}); "
@@ -91,11 +93,12 @@ class RawCache:
 
     @classmethod
     def for_run(cls, folder: str | Path, weights_sha256: str, prep: Prepared, settings: "RunSettings",
-                batch_size: int, task: str, half: bool, conf_thres: float) -> "RawCache":
+                batch_size: int, task: str, half: bool, conf_thres: float, augment: bool = False) -> "RawCache":
         """The cache of a model run: opened if it was made for the same run (resume), else created with a
         manifest that records the dataset side (read back by `prepared`)."""
         key = RawKey(weights_sha256=weights_sha256, images_sha256=images_digest(prep.records), imgsz=prep.imgsz,
-                     batch_size=batch_size, task=task, half=half, store_conf=min(conf_thres, STORE_CONF))
+                     batch_size=batch_size, task=task, half=half, store_conf=min(conf_thres, STORE_CONF),
+                     augment=augment)
         return cls(folder, key, {**asdict(settings), **_dataset_meta(prep)})
 
     def prepared(self, single_cls: bool = False) -> Prepared:

@@ -93,6 +93,8 @@ RUN_FLAGS: tuple[Flag, ...] = (
     _flag("--name", "val eval", "run folder name (exp, exp2, ... unless --exist-ok)"),
     _flag("--exist-ok", "val eval", "reuse project/name instead of a new exp<N>"),
     _flag("--quiet", "val eval", "print nothing but errors"),
+    _flag("--augment", "val bench", "test-time augmentation (3 scales, a flip), as val.py"),
+    _flag("--save-hybrid", "val eval", "labels join the NMS input (high mAP: not the model's alone); implies --save-txt"),
 )
 
 
