@@ -63,6 +63,8 @@ class ValConfig:
                 object.__setattr__(self, name, value)  # frozen: __post_init__ is the one place it may be set
         if self.save_hybrid:  # val.py's parse_opt: save_txt |= save_hybrid
             object.__setattr__(self, "save_txt", True)
+        if str(self.data).endswith("coco.yaml"):  # and save_json |= data.endswith('coco.yaml')
+            object.__setattr__(self, "save_json", True)
         self._check()
 
     def _check(self) -> None:

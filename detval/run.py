@@ -110,6 +110,8 @@ def open_inputs(ctx: distributed.DistContext, cfg: ValConfig, say: Say) -> RunIn
     distributed.check_same(ctx, plan_digest(prep), "the images, labels and batch plan")
     for e in prep.excluded:
         say(f"WARNING: excluded {e.file}: {e.reason}", file=sys.stderr)
+    for warning in setting_warnings(inputs.cfg):
+        say(f"WARNING: {warning}", file=sys.stderr)
     n_batches = prep.plan.n_batches
     if inputs.todo and inputs.loaded is None:
         raise DetvalError(f"{cfg.save_raw}: incomplete cache ({len(inputs.done)} of {n_batches} batches); "
@@ -118,6 +120,16 @@ def open_inputs(ctx: distributed.DistContext, cfg: ValConfig, say: Say) -> RunIn
         say(f"detval: resuming from {cfg.save_raw}: {len(inputs.done)} of {n_batches} batches cached, "
             f"running {len(inputs.todo)}")
     return replace(inputs, coco_gt=_coco_ground_truth(inputs) if inputs.cfg.save_json else None)
+
+
+def setting_warnings(cfg: ValConfig) -> list[str]:
+    """What val.py v7.0 warns about the settings of a train / val / test run."""
+    if cfg.task == "speed":
+        return []
+    out = [f"confidence threshold {cfg.conf_thres} > 0.001 produces invalid results"] if cfg.conf_thres > 0.001 else []
+    if cfg.save_hybrid:
+        out.append("--save-hybrid will return high mAP from hybrid labels, not from predictions alone")
+    return out
 
 
 def _open_model_run(ctx: distributed.DistContext, cfg: ValConfig, say: Say) -> RunInputs:

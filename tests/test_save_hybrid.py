@@ -16,6 +16,7 @@ from detval.commands.options import PARSERS
 from detval.config import ValConfig
 from detval.inference import select
 from detval.ops.nms import NmsConfig, with_label_rows
+from detval.run import setting_warnings
 
 
 def test_label_rows_follow_the_candidates_with_conf_1_and_their_class():
@@ -41,9 +42,15 @@ def test_a_label_suppresses_the_detections_it_overlaps_and_the_threshold_applies
     assert select(cands, NmsConfig(conf_thres=1.0), False, labels)[0].shape[0] == 0
 
 
-def test_save_hybrid_implies_save_txt_as_val_pys_command_line():
+def test_val_pys_command_line_rules():
     assert ValConfig(weights="w.pt", data="d.yaml", save_hybrid=True).save_txt
     assert not ValConfig(weights="w.pt", data="d.yaml").save_txt
+    # and, as its parse_opt too, a data file named coco.yaml turns on --save-json
+    assert ValConfig(weights="w.pt", data="data/coco.yaml").save_json
+    assert not ValConfig(weights="w.pt", data="data/coco128.yaml").save_json
+    warnings = setting_warnings(ValConfig(weights="w.pt", data="d.yaml", save_hybrid=True, conf_thres=0.25))
+    assert [w.split()[0] for w in warnings] == ["confidence", "--save-hybrid"]
+    assert setting_warnings(ValConfig(weights="w.pt", data="d.yaml")) == []
     import argparse
     parser = argparse.ArgumentParser()
     sub = parser.add_subparsers(dest="command")
