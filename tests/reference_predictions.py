@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from detval.config import ValConfig
+
 BOX_TOL = 5e-3  # px
 SCORE_TOL = 2e-5
 
@@ -66,3 +68,11 @@ def assert_txt_match(expected_dir: Path, got_dir: Path, tol: float = 1e-5) -> No
         for row in expected:
             same_cls = got[got[:, 0] == row[0]]
             assert np.abs(same_cls[:, 1:] - row[1:]).max(1).min() < tol, name
+
+
+def reference_cfg(data_dir: Path, root: Path, name: str, **kw) -> ValConfig:
+    """yolov5n on coco128 at val.py's defaults (the reference runs' settings) on the CPU, --save-json, quiet, no
+    plots, into root/name; kw: other ValConfig fields."""
+    base = dict(weights=str(data_dir / "weights" / "yolov5n.pt"), data=str(data_dir / "coco128" / "coco128.yaml"),
+                device="cpu", save_json=True, plots=False, quiet=True, project=str(root), name=name, exist_ok=True)
+    return ValConfig(**{**base, **kw})

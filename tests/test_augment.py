@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 import val_workers
-from reference_predictions import assert_predictions_match, by_image, reference_json
+from reference_predictions import assert_predictions_match, by_image, reference_cfg, reference_json
 from detval import distributed
 from detval.api import evaluate_raw, validate
 from detval.cache.raw_outputs import RawCache, RawKey
@@ -135,11 +135,7 @@ def test_raw_cache_key_records_augment(tmp_path):
 # --- yolov5n on coco128 against val.py v7.0 ----------------------------------------------------------------------
 
 def _cfg(data_dir, root, name, **kw) -> ValConfig:
-    base = dict(weights=str(data_dir / "weights" / "yolov5n.pt"), data=str(data_dir / "coco128" / "coco128.yaml"),
-                device="cpu", augment=True, save_json=True, save_txt=True, save_conf=True, plots=False, quiet=True,
-                project=str(root), name=name, exist_ok=True)
-    base.update(kw)
-    return ValConfig(**base)
+    return reference_cfg(data_dir, root, name, **{**dict(augment=True, save_txt=True, save_conf=True), **kw})
 
 
 @pytest.fixture(scope="module")
@@ -168,7 +164,7 @@ def test_metrics_and_predictions_are_val_pys(data_dir, one):
     got = by_image(json.loads((result.run_dir / "yolov5n_predictions.json").read_text()))
     lost = sorted(k for k in got if got[k] and not expected[k])
     batches = _native_batches(root / "raw")
-    stems = [int(p.stem) for p in RawCache.open_existing(root / "raw").prepared().records]
+    stems = [int(r.path.stem) for r in RawCache.open_existing(root / "raw").prepared().records]
     b1 = batches[1]
     assert sorted(stems[i] for i in b1.image_ids[-11:]) == lost  # the time limit's signature: a batch's tail
     assert_predictions_match({k: v for k, v in expected.items() if k not in lost},

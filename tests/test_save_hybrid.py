@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import val_workers
-from reference_predictions import assert_predictions_match, assert_txt_match, by_image, reference_json
+from reference_predictions import assert_predictions_match, assert_txt_match, by_image, reference_cfg, reference_json
 from detval.api import evaluate_raw, validate
 from detval.commands.options import PARSERS
 from detval.config import ValConfig
@@ -63,11 +63,7 @@ def test_val_pys_command_line_rules():
 # --- yolov5n on coco128 against val.py v7.0 ----------------------------------------------------------------------
 
 def _cfg(data_dir, root, name, **kw) -> ValConfig:
-    base = dict(weights=str(data_dir / "weights" / "yolov5n.pt"), data=str(data_dir / "coco128" / "coco128.yaml"),
-                device="cpu", save_hybrid=True, save_conf=True, save_json=True, plots=False, quiet=True,
-                project=str(root), name=name, exist_ok=True)
-    base.update(kw)
-    return ValConfig(**base)
+    return reference_cfg(data_dir, root, name, **{**dict(save_hybrid=True, save_conf=True), **kw})
 
 
 @pytest.fixture(scope="module")
