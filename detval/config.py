@@ -56,6 +56,8 @@ class ValConfig:
     quiet: bool = False
     dnn: bool = False  # an .onnx file through OpenCV DNN instead of onnxruntime (val.py --dnn)
     export_batch: bool = False  # an exported file with a dynamic batch axis: --batch-size images a batch (not val.py's 1)
+    augment: bool = False  # test-time augmentation, as val.py --augment (model/augment.py)
+    save_hybrid: bool = False  # labels join the NMS input as conf-1 rows, as val.py; implies save_txt (as its CLI)
 
     def __post_init__(self) -> None:
         if isinstance(self.weights, (list, tuple)):  # one file stays a plain path (results.json, compare)
@@ -63,6 +65,10 @@ class ValConfig:
         if self.task == "speed":  # applied here, so that the API and the CLI run the same settings
             for name, value in SPEED_SETTINGS.items():
                 object.__setattr__(self, name, value)  # frozen: __post_init__ is the one place it may be set
+        if self.save_hybrid:  # val.py's parse_opt: save_txt |= save_hybrid
+            object.__setattr__(self, "save_txt", True)
+        if str(self.data).endswith("coco.yaml"):  # and save_json |= data.endswith('coco.yaml')
+            object.__setattr__(self, "save_json", True)
         self._check()
 
     def _check(self) -> None:

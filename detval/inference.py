@@ -15,7 +15,7 @@ from detval.data.dataset import ValDataset, batch_indices, collate
 from detval.data.prepare import Prepared, single_class_labels
 from detval.evaluation.records import ImageBatch, cat_rows
 from detval.metrics.image_stats import native_pixels
-from detval.ops.nms import NmsConfig, nms_candidates, nms_select
+from detval.ops.nms import NmsConfig, nms_candidates, nms_select, with_label_rows
 
 PREFETCH = 2  # batches each DataLoader worker loads ahead (torch's default prefetch_factor)
 
@@ -61,9 +61,13 @@ class BatchOutput:
             shapes=[_plain(s) for s in self.shapes])
 
 
-def select(cands: list[torch.Tensor], nms: NmsConfig, single_cls: bool) -> list[torch.Tensor]:
+def select(cands: list[torch.Tensor], nms: NmsConfig, single_cls: bool,
+           hybrid_labels: list[torch.Tensor] | None = None) -> list[torch.Tensor]:
     """Candidates (at a threshold <= the run's) -> detections. Filtering first is exact: see ops/nms.py. With
-    --single-cls every detection is class 0, as val.py sets it after NMS."""
+    --single-cls every detection is class 0, as val.py sets it after NMS. hybrid_labels (--save-hybrid): per image
+    [M, 5] (cls, cx, cy, w, h) input pixels, added to the candidates as val.py adds them (ops.nms.with_label_rows)."""
+    if hybrid_labels is not None:
+        cands = [with_label_rows(x, lb) for x, lb in zip(cands, hybrid_labels)]
     dets = [nms_select(x[x[:, 4] > nms.conf_thres], nms) for x in cands]
     if single_cls:
         dets = [torch.cat((d[:, :5], torch.zeros_like(d[:, 5:6])), 1) for d in dets]
@@ -77,29 +81,30 @@ def sync(device: torch.device) -> None:
 
 
 def infer_batch(model, batch, device: torch.device, half: bool, cand_conf: float, nms: NmsConfig,
-                single_cls: bool, times: StageTimes) -> BatchOutput:
-    """One collated batch through the model and NMS, as val.py times it (preprocess, inference, NMS)."""
+                single_cls: bool, times: StageTimes, augment: bool = False, hybrid: bool = False) -> BatchOutput:
+    """One collated batch through the model and NMS, as val.py times it (preprocess, inference, NMS). augment:
+    test-time augmentation (--augment); hybrid: the labels join the NMS input (--save-hybrid)."""
     t0 = time.perf_counter()
     im = batch.images.to(device, non_blocking=True)
     im = im.half() if half else im.float()
     im /= 255
     targets = batch.targets.to(device)
     _, _, height, width = im.shape
+    labels = image_labels(targets, len(im), height, width)
     sync(device)
     t1 = time.perf_counter()
-    pred = model(im)
+    pred = model(im, augment=True) if augment else model(im)
     sync(device)
     t2 = time.perf_counter()
     cands = nms_candidates(pred, cand_conf)
-    dets = select(cands, nms, single_cls)
+    dets = select(cands, nms, single_cls, labels if hybrid else None)
     sync(device)
     t3 = time.perf_counter()
     times.add("preprocess", t1 - t0)
     times.add("inference", t2 - t1)
     times.add("nms", t3 - t2)
     times.batches += 1
-    return BatchOutput(list(batch.indices), cands, dets, image_labels(targets, len(dets), height, width),
-                       batch.shapes)
+    return BatchOutput(list(batch.indices), cands, dets, labels, batch.shapes)
 
 
 def image_labels(targets: torch.Tensor, n_images: int, height: int, width: int) -> list[torch.Tensor]:
@@ -128,8 +133,9 @@ def batch_loader(dataset: ValDataset, batch_ids: Iterable[int], workers: int, pi
 
 
 def cached_batches(raw_cache: RawCache, batch_ids: Iterable[int], nms: NmsConfig, single_cls: bool,
-                   times: StageTimes) -> Iterator[BatchOutput]:
-    """Stored batches as BatchOutput, NMS re-run at the run's thresholds, without the model or the images."""
+                   times: StageTimes, hybrid: bool = False) -> Iterator[BatchOutput]:
+    """Stored batches as BatchOutput, NMS re-run at the run's thresholds (with the labels when hybrid), without
+    the model or the images."""
     for b in batch_ids:
         raw = raw_cache.read(b)
         cands = list(torch.split(raw.cands, raw.cand_counts.tolist()))
@@ -137,7 +143,7 @@ def cached_batches(raw_cache: RawCache, batch_ids: Iterable[int], nms: NmsConfig
         if single_cls:  # cached labels keep their classes
             labels = [single_class_labels(lb) for lb in labels]
         t0 = time.perf_counter()
-        dets = select(cands, nms, single_cls)
+        dets = select(cands, nms, single_cls, labels if hybrid else None)
         times.add("nms", time.perf_counter() - t0)
         times.batches += 1
         yield BatchOutput(raw.image_ids.tolist(), cands, dets, labels, raw.shapes)

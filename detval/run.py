@@ -37,6 +37,7 @@ from detval.evaluation.yolo import YoloEvaluator, YoloMetrics
 from detval.inference import (PREFETCH, BatchOutput, StageTimes, batch_loader, cached_batches, dataset_for,
                               infer_batch, loader_workers)
 from detval.model import LoadedModel, check_nc
+from detval.model.formats import PYTORCH
 from detval.model.load import open_weights
 from detval.model.run_shape import check_run_options, run_shape
 from detval.model.wrap import wrap_for_run
@@ -114,6 +115,8 @@ def open_inputs(ctx: distributed.DistContext, cfg: ValConfig, say: Say) -> RunIn
     distributed.check_same(ctx, plan_digest(prep), "the images, labels and batch plan")
     for e in prep.excluded:
         say(f"WARNING: excluded {e.file}: {e.reason}", file=sys.stderr)
+    for warning in setting_warnings(inputs.cfg):
+        say(f"WARNING: {warning}", file=sys.stderr)
     n_batches = prep.plan.n_batches
     if inputs.todo and inputs.loaded is None:
         raise DetvalError(f"{cfg.save_raw}: incomplete cache ({len(inputs.done)} of {n_batches} batches); "
@@ -122,6 +125,16 @@ def open_inputs(ctx: distributed.DistContext, cfg: ValConfig, say: Say) -> RunIn
         say(f"detval: resuming from {cfg.save_raw}: {len(inputs.done)} of {n_batches} batches cached, "
             f"running {len(inputs.todo)}")
     return replace(inputs, coco_gt=_coco_ground_truth(inputs) if inputs.cfg.save_json else None)
+
+
+def setting_warnings(cfg: ValConfig) -> list[str]:
+    """What val.py v7.0 warns about the settings of a train / val / test run."""
+    if cfg.task == "speed":
+        return []
+    out = [f"confidence threshold {cfg.conf_thres} > 0.001 produces invalid results"] if cfg.conf_thres > 0.001 else []
+    if cfg.save_hybrid:
+        out.append("--save-hybrid will return high mAP from hybrid labels, not from predictions alone")
+    return out
 
 
 def _open_model_run(ctx: distributed.DistContext, cfg: ValConfig, say: Say) -> RunInputs:
@@ -134,7 +147,7 @@ def _open_model_run(ctx: distributed.DistContext, cfg: ValConfig, say: Say) -> R
         settings = RunSettings(weights=_weights_setting(cfg), data=str(cfg.data), images_dir=cfg.images,
                                device=cfg.device)
         raw = RawCache.for_run(cfg.save_raw, loaded.sha256, prep, settings, cfg.batch_size, cfg.task, cfg.half,
-                               cfg.conf_thres, runtime=loaded.runtime)
+                               cfg.conf_thres, runtime=loaded.runtime, augment=cfg.augment)
     done = sorted(raw.done_batches()) if raw is not None else []
     todo = sorted(set(range(prep.plan.n_batches)) - set(done))
     return RunInputs(cfg, prep, loaded, raw, done, todo, {"path": _weights_setting(cfg), "sha256": loaded.sha256},
@@ -150,6 +163,10 @@ def _model_and_plan(ctx: distributed.DistContext, cfg: ValConfig, say: Say) -> t
                       cfg.export_batch)
     if shape.note:
         say(shape.note)
+    if cfg.augment and loaded.runtime != PYTORCH:  # val.py's DetectMultiBackend ignores augment there, silently
+        print(f"WARNING: --augment runs PyTorch weights only; {loaded.runtime} runs without it (as val.py)",
+              file=sys.stderr)
+        cfg = replace(cfg, augment=False)
     cfg = replace(cfg, batch_size=shape.batch_size)
     return loaded, cfg, prepare(cfg, stride, rect=shape.rect)
 
@@ -168,7 +185,7 @@ def _open_cached_run(cfg: ValConfig) -> RunInputs:
                           f"--conf-thres {cfg.conf_thres} needs a new model run")
     s, key = raw.settings, raw.key
     cfg = replace(cfg, data=s.data, images=s.images_dir, device=s.device, imgsz=key.imgsz,
-                  batch_size=key.batch_size, task=key.task, half=key.half)
+                  batch_size=key.batch_size, task=key.task, half=key.half, augment=key.augment)
     prep = raw.prepared(cfg.single_cls)
     done = sorted(raw.done_batches())
     todo = sorted(set(range(prep.plan.n_batches)) - set(done))
@@ -192,7 +209,7 @@ def replay_cached(ctx: distributed.DistContext, inputs: RunInputs, times: StageT
     mine = [inputs.done[i] for i in distributed.static_split(len(inputs.done), ctx.rank, ctx.world_size)]
     if not mine:
         return []
-    return cached_batches(inputs.raw, mine, inputs.nms, inputs.cfg.single_cls, times)
+    return cached_batches(inputs.raw, mine, inputs.nms, inputs.cfg.single_cls, times, hybrid=inputs.cfg.save_hybrid)
 
 
 def run_live(ctx: distributed.DistContext, inputs: RunInputs, times: StageTimes, workers: int | None = None,
@@ -211,13 +228,14 @@ def run_live(ctx: distributed.DistContext, inputs: RunInputs, times: StageTimes,
     dataset = dataset_for(prep, open_image_cache(cfg.cache, cfg.cache_dir), times if time_loading and workers == 0 else None)
     loader = batch_loader(dataset, claimed, workers, pin_memory=ctx.device.type == "cuda")
     cand_conf = min(cfg.conf_thres, STORE_CONF) if inputs.raw is not None else cfg.conf_thres
-    return _infer_all(model, loader, ctx.device, cfg.half, cand_conf, inputs.nms, cfg.single_cls, times)
+    return _infer_all(model, loader, ctx.device, cfg, cand_conf, inputs.nms, times)
 
 
-def _infer_all(model, loader, device, half, cand_conf, nms, single_cls, times) -> Iterable[BatchOutput]:
+def _infer_all(model, loader, device, cfg: ValConfig, cand_conf, nms, times) -> Iterable[BatchOutput]:
     with torch.inference_mode():
         for batch in loader:
-            yield infer_batch(model, batch, device, half, cand_conf, nms, single_cls, times)
+            yield infer_batch(model, batch, device, cfg.half, cand_conf, nms, cfg.single_cls, times,
+                              augment=cfg.augment, hybrid=cfg.save_hybrid)
 
 
 def feed(evaluators: list, out: BatchOutput, times: StageTimes, progress: "Progress | None" = None) -> None:

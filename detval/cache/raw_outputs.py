@@ -42,6 +42,7 @@ class RawKey:
     store_conf: float
     format: int = FORMAT
     runtime: str = "PyTorch"  # onnxruntime and OpenCV DNN give other digits from the same file
+    augment: bool = False  # test-time augmentation (a manifest written before it existed: False, which it was)
 
 
 @dataclass(frozen=True)
@@ -77,8 +78,8 @@ class RawCache:
         manifest = self.folder / "manifest.json"
         if manifest.is_file():
             stored = json.loads(manifest.read_text())
-            cached = asdict(RawKey(**stored["key"]))  # a manifest older than a key field has its default
-            diff = {k: (cached.get(k), v) for k, v in asdict(key).items() if cached.get(k) != v}
+            cached = asdict(RawKey(**stored["key"]))  # fields an older manifest lacks take their defaults
+            diff = {k: (cached[k], v) for k, v in asdict(key).items() if cached[k] != v}
             if diff:
                 what = ", ".join(f"{k}: cached {a!r}, now {b!r}" for k, (a, b) in diff.items())
                 raise DetvalError(f"{self.folder}: raw-output cache was made for another run ({what}); "
@@ -93,12 +94,13 @@ class RawCache:
 
     @classmethod
     def for_run(cls, folder: str | Path, weights_sha256: str, prep: Prepared, settings: "RunSettings",
-                batch_size: int, task: str, half: bool, conf_thres: float, runtime: str = "PyTorch") -> "RawCache":
+                batch_size: int, task: str, half: bool, conf_thres: float, runtime: str = "PyTorch",
+                augment: bool = False) -> "RawCache":
         """The cache of a model run: opened if it was made for the same run (resume), else created with a
         manifest that records the dataset side (read back by `prepared`)."""
         key = RawKey(weights_sha256=weights_sha256, images_sha256=images_digest(prep.records), imgsz=prep.imgsz,
                      batch_size=batch_size, task=task, half=half, store_conf=min(conf_thres, STORE_CONF),
-                     runtime=runtime)
+                     runtime=runtime, augment=augment)
         return cls(folder, key, {**asdict(settings), **_dataset_meta(prep)})
 
     def prepared(self, single_cls: bool = False) -> Prepared:

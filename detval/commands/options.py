@@ -97,6 +97,8 @@ RUN_FLAGS: tuple[Flag, ...] = (
     _flag("--dnn", "val", "run an .onnx file with OpenCV DNN instead of onnxruntime"),
     _flag("--export-batch", "val", "an exported model with a dynamic batch axis: --batch-size images a batch "
           "(val.py runs batch 1; digits: see the README)"),
+    _flag("--augment", "val bench", "test-time augmentation (3 scales, a flip), as val.py"),
+    _flag("--save-hybrid", "val eval", "labels join the NMS input (high mAP: not the model's alone); implies --save-txt"),
 )
 
 

@@ -18,8 +18,9 @@ class Ensemble(nn.Module):
         super().__init__()
         self.models = nn.ModuleList(models)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.cat([m(x) for m in self.models], 1)
+    def forward(self, x: torch.Tensor, augment: bool = False) -> torch.Tensor:
+        """The members' outputs joined along the box axis (each with test-time augmentation when augment)."""
+        return torch.cat([m(x, augment=augment) for m in self.models], 1)
 
     @property
     def chunk_pixels(self) -> int | None:

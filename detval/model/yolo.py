@@ -10,6 +10,7 @@ import torch
 import yaml
 from torch import nn
 
+from .augment import augmented_forward
 from .chunked import DEFAULT_CHUNK_PIXELS, chunk_sizes, reference_forward, reference_split
 from .layers import C3, LAYER_TYPES, SPPF, Bottleneck, Concat, Conv, Detect, SiLU
 from .split_sigmoid import ExactSplit
@@ -203,7 +204,10 @@ class DetectionModel(nn.Module):
     def stride(self) -> torch.Tensor:
         return self.detect.stride
 
-    def forward(self, x: torch.Tensor):
+    def forward(self, x: torch.Tensor, augment: bool = False):
+        """augment: test-time augmentation (--augment), as v7.0's _forward_augment (augment.py)."""
+        if augment:
+            return augmented_forward(self.forward, self.as_input(x), int(self.stride.max()), self.detect.nl)
         plan = self.chunk_plan(x)
         if plan is not None:
             return reference_forward(self, x, *plan)

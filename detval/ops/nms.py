@@ -78,6 +78,17 @@ def nms_candidates(prediction: torch.Tensor, conf_thres: float, multi_label: boo
     return output
 
 
+def with_label_rows(cands: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """--save-hybrid: one image's candidates [K, 6] (x1, y1, x2, y2, conf, cls) followed by one row per label
+    (its box, conf 1.0, its class), as v7.0's non_max_suppression(labels=...) adds them (after the model's rows,
+    in label order). labels: [M, 5] (cls, cx, cy, w, h) in input pixels. Labels are float32 (val.py's are too, so
+    FP16 candidates come out float32)."""
+    if not labels.shape[0]:
+        return cands
+    rows = torch.cat((xywh2xyxy(labels[:, 1:5]), torch.ones_like(labels[:, :1]), labels[:, :1]), 1)
+    return torch.cat((cands, rows.to(cands.device)), 0)
+
+
 def nms_select(x: torch.Tensor, cfg: NmsConfig) -> torch.Tensor:
     """One image's candidates [K, 6] -> its detections [<= max_det, 6], highest confidence first."""
     if not x.shape[0]:
