@@ -109,6 +109,8 @@ def open_inputs(ctx: distributed.DistContext, cfg: ValConfig, say: Say) -> RunIn
     inputs = _open_model_run(ctx, cfg, say) if cfg.weights else _open_cached_run(cfg)
     prep = inputs.prep
     say(prep.scan_summary)
+    for w in prep.warnings:
+        say(w, file=sys.stderr)
     distributed.check_same(ctx, plan_digest(prep), "the images, labels and batch plan")
     for e in prep.excluded:
         say(f"WARNING: excluded {e.file}: {e.reason}", file=sys.stderr)
@@ -239,7 +241,11 @@ def finish(inputs: RunInputs, evaluators: list, gathered: Gathered, say: Say, t_
     """The printed table, then the run folder."""
     cfg, prep = inputs.cfg, inputs.prep
     result = val_result(gathered.yolo, prep, gathered.times)
-    for line in table_rows(result, cfg.verbose):
+    rows = table_rows(result, cfg.verbose)
+    say(rows[0])
+    if result.instances == 0:  # val.py's warning, right after its 'all' row
+        say(f"WARNING ⚠️ no labels found in {cfg.task} set, can not compute metrics without labels", file=sys.stderr)
+    for line in rows[1:]:
         say(line)
     say(speed_line(result.speed_ms, cfg.batch_size, prep.imgsz))
     result.distributed = gathered.scaling.to_json()  # one rank too: benchmarks compare batch-phase throughput

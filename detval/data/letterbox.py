@@ -21,11 +21,19 @@ def load_image(path: str | Path, img_size: int) -> tuple[np.ndarray, tuple[int, 
     if im is None:
         raise DataError(f"{path}: cannot decode image")
     h0, w0 = im.shape[:2]
-    r = img_size / max(h0, w0)
-    if r != 1:
-        interp = cv2.INTER_LINEAR if r > 1 else cv2.INTER_AREA
-        im = cv2.resize(im, (int(w0 * r), int(h0 * r)), interpolation=interp)
+    h, w = resized_hw((h0, w0), img_size)
+    if (h, w) != (h0, w0):
+        interp = cv2.INTER_LINEAR if img_size > max(h0, w0) else cv2.INTER_AREA
+        im = cv2.resize(im, (w, h), interpolation=interp)
     return im, (h0, w0), im.shape[:2]
+
+
+def resized_hw(shape_hw: tuple[int, int], img_size: int) -> tuple[int, int]:
+    """(height, width) load_image resizes an image of shape_hw to: long side img_size, sizes truncated (v7.0).
+    A side can reach 0 (a 4000 x 10 image at 320): such an image cannot be letterboxed (see data/prepare.py)."""
+    h0, w0 = shape_hw
+    r = img_size / max(h0, w0)
+    return (int(h0 * r), int(w0 * r)) if r != 1 else (h0, w0)
 
 
 def letterbox(im: np.ndarray, new_shape: tuple[int, int], color=(114, 114, 114), auto: bool = False,

@@ -18,6 +18,7 @@ from detval.data.dataset_yaml import IMG_FORMATS, DataError, label_path_for
 from detval.results import Excluded
 
 _ORIENTATION = 274  # EXIF tag id
+HELP_URL = "See https://github.com/ultralytics/yolov5/wiki/Train-Custom-Data"  # v7.0's pointer, in its warnings
 _THREADS = 8  # mostly waiting on file reads (network disks), so not tied to the core count as v7.0's NUM_THREADS
 
 
@@ -107,8 +108,8 @@ def _is_float(s: str) -> bool:
         return False
 
 
-def read_labels(path: Path, nc: int) -> tuple[np.ndarray, str]:
-    """Parse a YOLO label file -> (float32 [n, 5] (cls, cx, cy, w, h), warning or '').
+def read_labels(path: Path, nc: int) -> tuple[np.ndarray, int]:
+    """Parse a YOLO label file -> (float32 [n, 5] (cls, cx, cy, w, h), number of duplicate rows removed).
 
     As v7.0: a file with any row of more than 6 fields holds polygons (cls x1 y1 x2 y2 ...), turned into their
     boxes; otherwise every row has 5 fields. Values must be >= 0 and box values <= 1 (checked on the box, so a
@@ -139,13 +140,13 @@ def read_labels(path: Path, nc: int) -> tuple[np.ndarray, str]:
             raise _Bad(f"{path}:{ln}: coordinate {row[1:][~(row[1:] <= 1)][0]:g} > 1 (not normalized?)")
         if row[0] != np.floor(row[0]) or row[0] >= nc:
             raise _Bad(f"{path}:{ln}: class {row[0]:g} outside the integers 0..{nc - 1}")
-    warning = ""
+    duplicates = 0
     if len(lb):
         _, i = np.unique(lb, axis=0, return_index=True)
-        if len(i) < len(lb):
-            warning = f"{path}: {len(lb) - len(i)} duplicate labels removed"
+        duplicates = len(lb) - len(i)
+        if duplicates:
             lb = lb[i]  # sorted by np.unique, as v7.0 leaves them
-    return lb.reshape(-1, 5), warning
+    return lb.reshape(-1, 5), duplicates
 
 
 def _check_image(image: Path) -> tuple[tuple[int, int], str]:
@@ -195,8 +196,9 @@ def _verify(image: Path, nc: int) -> tuple:
         lf = label_path_for(image)
         if lf.is_file():
             found = 1
-            lb, w = read_labels(lf, nc)
-            warnings.append(w)
+            lb, duplicates = read_labels(lf, nc)
+            if duplicates:  # v7.0 names the image, not the label file
+                warnings.append(f"{image}: {duplicates} duplicate labels removed")
             empty = int(len(lb) == 0)
         else:
             lb, missing = np.zeros((0, 5), dtype=np.float32), 1
@@ -230,5 +232,5 @@ def scan_images(images: list[Path], nc: int, threads: int = _THREADS) -> ScanRes
         why = f": {res.excluded[0].reason}" if res.excluded else ""
         raise DataError(f"no usable images among {len(images)}{why}")
     if res.n_found_labels == 0:
-        res.warnings.append(f"no labels found (looked for {label_path_for(images[0])} and alike)")
+        res.warnings.append(f"No labels found in {label_path_for(Path(images[0])).parent}. {HELP_URL}")
     return res
