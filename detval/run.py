@@ -43,6 +43,7 @@ from detval.report.mosaics import BATCHES as MOSAIC_BATCHES, MosaicSource
 from detval.report.table import speed_line, table_header, table_rows
 from detval.report.writer import write_run_files, write_txt_files
 from detval.results import ClassResult, ValResult
+from detval.run_settings import executed_settings
 
 Say = Callable[..., None]
 
@@ -126,6 +127,9 @@ def open_inputs(ctx: distributed.DistContext, cfg: ValConfig, say: Say) -> RunIn
 
 def _open_model_run(ctx: distributed.DistContext, cfg: ValConfig, say: Say) -> RunInputs:
     loaded = load_model(cfg.weights, cfg.cfg, device=ctx.device)
+    cfg, notes = executed_settings(cfg, ctx.device.type, int(loaded.stride.max()))
+    for note in notes:
+        say(note, file=sys.stderr)
     prep = prepare(cfg, int(loaded.stride.max()))
     if not cfg.single_cls:
         check_nc(loaded, prep.nc)

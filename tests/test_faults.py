@@ -3,6 +3,8 @@ read-only or full output, a broken cache. Each says what went wrong in one line 
 before inference, and keeps what was computed. (A failing or interrupted rank: tests/test_cli_distributed.py.)"""
 from __future__ import annotations
 
+import json
+
 import cv2
 import numpy as np
 import pytest
@@ -48,3 +50,17 @@ def test_duplicate_rows_and_no_labels_at_all_are_warned_as_val_py_warns(data_dir
     assert r.instances == 0
     assert f"val: WARNING ⚠️ No labels found in {bare.parent / 'labels' / 'train2017'}. See https://" in err
     assert "WARNING ⚠️ no labels found in val set, can not compute metrics without labels" in err
+
+
+# --- settings val.py adjusts -------------------------------------------------------------------------------------
+
+def test_imgsz_off_the_stride_and_half_on_cpu_are_warned_and_recorded_as_run(data_dir, tmp_path, capsys):
+    yaml = tiny_coco128(data_dir, tmp_path / "d", n=2)
+    r = validate(_cfg(data_dir, yaml, tmp_path, imgsz=321, half=True))
+    err = capsys.readouterr().err
+    assert "WARNING ⚠️ --img-size 321 must be multiple of max stride 32, updating to 352" in err
+    assert "--half: half precision is only supported on CUDA, running FP32 on cpu" in err
+    settings = json.loads((r.run_dir / "results.json").read_text())["settings"]
+    assert (settings["imgsz"], settings["half"]) == (352, False)
+    same = validate(_cfg(data_dir, yaml, tmp_path, imgsz=352, name="fp32"))
+    assert (r.p, r.r, r.map50, r.map) == (same.p, same.r, same.map50, same.map)  # FP32: the same floats
