@@ -39,9 +39,11 @@ from detval.inference import (PREFETCH, BatchOutput, StageTimes, batch_loader, c
 from detval.model import LoadedModel, check_nc, load_model
 from detval.model.wrap import wrap_for_run
 from detval.ops.nms import NmsConfig
+from detval.preflight import check_outputs
 from detval.report.mosaics import BATCHES as MOSAIC_BATCHES, MosaicSource
 from detval.report.table import speed_line, table_header, table_rows
-from detval.report.writer import write_run_files, write_txt_files
+from detval.report.run_folder import RunFolder
+from detval.report.writer import write_metrics_files, write_plots, write_txt_files
 from detval.results import ClassResult, ValResult
 from detval.run_settings import executed_settings
 
@@ -107,6 +109,7 @@ def run_rank(ctx: distributed.DistContext, cfg: ValConfig) -> ValResult | None:
 
 def open_inputs(ctx: distributed.DistContext, cfg: ValConfig, say: Say) -> RunInputs:
     """Everything a user can get wrong is found here, on every rank, before the first batch."""
+    check_outputs(cfg, writes_run_folder=ctx.is_main)
     inputs = _open_model_run(ctx, cfg, say) if cfg.weights else _open_cached_run(cfg)
     prep = inputs.prep
     say(prep.scan_summary)
@@ -116,6 +119,8 @@ def open_inputs(ctx: distributed.DistContext, cfg: ValConfig, say: Say) -> RunIn
     for e in prep.excluded:
         say(f"WARNING: excluded {e.file}: {e.reason}", file=sys.stderr)
     n_batches = prep.plan.n_batches
+    for problem in (inputs.raw.unreadable_batches().values() if inputs.raw is not None else ()):
+        say(f"WARNING: {problem}" + ("; recomputed" if inputs.loaded is not None else ""), file=sys.stderr)
     if inputs.todo and inputs.loaded is None:
         raise DetvalError(f"{cfg.save_raw}: incomplete cache ({len(inputs.done)} of {n_batches} batches); "
                           f"finish it with detval val --save-raw {cfg.save_raw}")
@@ -256,20 +261,50 @@ def finish(inputs: RunInputs, evaluators: list, gathered: Gathered, say: Say, t_
     if gathered.scaling.world_size > 1:
         for line in distributed.summary_lines(gathered.scaling):
             say(line)
-    run_dir = increment_path(Path(cfg.project) / cfg.name, cfg.exist_ok)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    result.run_dir = run_dir
-    images = gathered.yolo.images
-    if cfg.save_txt:
-        write_txt_files(run_dir / "labels", prep.records, images.image_ids, images.det_counts, images.det,
-                        cfg.save_conf)
-    if len(evaluators) > 1:
-        result.coco = evaluators[1].evaluate(predictions_json_path(run_dir, inputs.weights["path"]), say)
-    result.wall_seconds = time.perf_counter() - t_start
-    write_run_files(run_dir, cfg, result, gathered.yolo.metrics, gathered.yolo.confusion, inputs.weights,
-                    images.det.cls.numpy(), mosaic_source(inputs, images) if cfg.plots else None)
+    result.run_dir = run_dir = increment_path(Path(cfg.project) / cfg.name, cfg.exist_ok)
+    write_outputs(inputs, evaluators, gathered, result, say, t_start)
     say(f"Results saved to {run_dir}")
     return result
+
+
+def write_outputs(inputs: RunInputs, evaluators: list, gathered: Gathered, result: ValResult, say: Say,
+                  t_start: float) -> None:
+    """The run folder, metrics first (see report/run_folder.py): results.json and per_class.csv, then --save-txt,
+    the COCO step (results.json written again with its numbers) and the plots. Raises RunIncomplete, after trying
+    every output, if one failed."""
+    cfg, prep, run_dir = inputs.cfg, inputs.prep, result.run_dir
+    folder = RunFolder(run_dir, say)
+    images = gathered.yolo.images
+    if not folder.attempt(f"{run_dir}", lambda: run_dir.mkdir(parents=True, exist_ok=True)):
+        folder.check_complete(result, _what_is_kept(inputs, saved=False))
+
+    def save_metrics() -> None:
+        result.wall_seconds = time.perf_counter() - t_start
+        write_metrics_files(run_dir, cfg, result, inputs.weights)
+
+    saved = folder.attempt(f"{run_dir / 'results.json'} and per_class.csv", save_metrics)
+    if cfg.save_txt:
+        folder.attempt(f"{run_dir / 'labels'} (--save-txt)", lambda: write_txt_files(
+            run_dir / "labels", prep.records, images.image_ids, images.det_counts, images.det, cfg.save_conf))
+    if len(evaluators) > 1:
+        pred_json = predictions_json_path(run_dir, inputs.weights["path"])
+        coco = folder.attempt(f"{pred_json.name} and the COCO metrics (--save-json)", lambda: setattr(
+            result, "coco", evaluators[1].evaluate(pred_json, say)))
+        if coco and saved and result.coco is not None:
+            saved = folder.attempt(f"{run_dir / 'results.json'} with the COCO metrics", save_metrics)
+    if cfg.plots:
+        write_plots(run_dir, gathered.yolo.metrics, gathered.yolo.confusion, result.names,
+                    images.det.cls.numpy(), mosaic_source(inputs, images))
+    folder.check_complete(result, _what_is_kept(inputs, saved))
+
+
+def _what_is_kept(inputs: RunInputs, saved: bool) -> str:
+    """The end of a RunIncomplete line: where the computed numbers still are."""
+    kept = "results.json holds the metrics" if saved else "the metrics are not saved"
+    if inputs.raw is not None:
+        kept += (f"; {inputs.raw.folder} holds every batch: detval eval --raw {inputs.raw.folder} "
+                 "writes a run folder again without the model")
+    return kept
 
 
 def mosaic_source(inputs: RunInputs, images: ImageResults) -> MosaicSource | None:
