@@ -4,16 +4,49 @@ before inference, and keeps what was computed. (A failing or interrupted rank: t
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 
 import cv2
 import numpy as np
 import pytest
 
 from tiny_data import first_image, label_of, tiny_coco128
-from detval.api import validate
+from detval.api import evaluate_raw, validate
+from detval.cli import main as cli_main
 from detval.config import ValConfig
+from detval.errors import DetvalError
+from detval.report.run_folder import RunIncomplete
 
 IMGSZ = 320
+ROOT = os.geteuid() == 0
+
+
+def _mount(request, *args: str) -> None:
+    """mount args (the last is the mount point), unmounted when the test ends."""
+    subprocess.run(["mount", *args], check=True)
+    request.addfinalizer(lambda: subprocess.run(["umount", "-l", args[-1]], check=True))
+
+
+@pytest.fixture
+def read_only(request, tmp_path):
+    """Make a folder read-only and return it: a read-only bind mount as root (chmod does not bind root), else
+    chmod 555."""
+    def make(folder):
+        folder.mkdir(parents=True, exist_ok=True)
+        if ROOT:
+            _mount(request, "--bind", "-o", "ro", str(folder), str(folder))
+        else:
+            folder.chmod(0o555)
+            request.addfinalizer(lambda: folder.chmod(0o755))
+        return folder
+    return make
+
+
+def _val_argv(data_dir, yaml, project, *extra) -> list[str]:
+    return ["val", "--weights", str(data_dir / "weights" / "yolov5n.pt"), "--data", str(yaml), "--imgsz", str(IMGSZ),
+            "--batch-size", "2", "--device", "cpu", "--workers", "0", "--no-plots", "--project", str(project),
+            "--name", "exp", "--exist-ok", *extra]
 
 
 def _cfg(data_dir, yaml, tmp_path, **kw) -> ValConfig:
@@ -64,3 +97,90 @@ def test_imgsz_off_the_stride_and_half_on_cpu_are_warned_and_recorded_as_run(dat
     assert (settings["imgsz"], settings["half"]) == (352, False)
     same = validate(_cfg(data_dir, yaml, tmp_path, imgsz=352, name="fp32"))
     assert (r.p, r.r, r.map50, r.map) == (same.p, same.r, same.map50, same.map)  # FP32: the same floats
+
+
+# --- outputs: refused before inference, kept after it ------------------------------------------------------------
+
+def test_read_only_project_and_save_raw_are_refused_before_inference_in_one_line(data_dir, tmp_path, read_only,
+                                                                                   capsys):
+    yaml = tiny_coco128(data_dir, tmp_path / "d", n=2)
+    ro = read_only(tmp_path / "ro")
+    for argv, flag in ((_val_argv(data_dir, yaml, ro / "runs"), "--project"),
+                       (_val_argv(data_dir, yaml, tmp_path / "runs", "--save-raw", str(ro / "raw")), "--save-raw")):
+        assert cli_main(argv) == 2
+        out, err = capsys.readouterr()
+        assert out == ""  # nothing ran: not even the model was loaded, nor the data scanned
+        why = "Read-only file system" if ROOT else "Permission denied"
+        assert err.splitlines() == [f"detval: error: {flag} {argv[argv.index(flag) + 1]}: cannot write into {ro} "
+                                    f"({why}); pass a writable {flag}"]
+
+
+@pytest.mark.skipif(not ROOT, reason="a full disk is a small tmpfs, which only root can mount")
+def test_a_full_disk_leaves_no_partial_file_and_says_what_is_kept(data_dir, tmp_path, request):
+    yaml = tiny_coco128(data_dir, tmp_path / "d", n=2)
+    full = tmp_path / "full"
+    full.mkdir()
+    _mount(request, "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(full))
+    filler = full / "filler"
+    with pytest.raises(OSError):
+        with open(filler, "wb") as f:  # every block taken
+            while True:
+                f.write(b"x" * 4096)
+                f.flush()
+    raw = tmp_path / "raw"
+    with pytest.raises(RunIncomplete) as e:
+        validate(_cfg(data_dir, yaml, tmp_path, project=str(full), save_raw=str(raw)))
+    run_dir = full / "exp"
+    message = str(e.value)
+    assert f"not written: {run_dir / 'results.json'} and per_class.csv (No space left on device" in message
+    assert f"the metrics are not saved; {raw} holds every batch: detval eval --raw {raw}" in message
+    assert sorted(p.name for p in run_dir.iterdir()) == []  # no partial results.json nor .tmp file
+    assert e.value.result.images == 2  # the Python API still gets what was computed
+    filler.unlink()  # space again: the cache gives the same numbers without the model
+    again = evaluate_raw(_cfg(data_dir, yaml, tmp_path, weights="", save_raw=str(raw), project=str(full)))
+    assert (again.p, again.r, again.map50, again.map) == (e.value.result.p, e.value.result.r,
+                                                          e.value.result.map50, e.value.result.map)
+
+
+def test_an_output_that_fails_after_inference_leaves_results_json_and_is_named(data_dir, tmp_path, read_only):
+    yaml = tiny_coco128(data_dir, tmp_path / "d", n=2)
+    run_dir = tmp_path / "runs" / "exp"
+    labels = read_only(run_dir / "labels")
+    with pytest.raises(RunIncomplete, match=f"not written: {labels} \\(--save-txt\\) .*results.json holds the metrics"):
+        validate(_cfg(data_dir, yaml, tmp_path, save_txt=True))
+    saved = json.loads((run_dir / "results.json").read_text())
+    assert saved["images"] == 2 and (run_dir / "per_class.csv").is_file()
+
+
+# --- the raw-output cache ----------------------------------------------------------------------------------------
+
+def test_a_cut_manifest_is_named_with_what_to_do(data_dir, tmp_path):
+    yaml = tiny_coco128(data_dir, tmp_path / "d", n=2)
+    raw = tmp_path / "raw"
+    validate(_cfg(data_dir, yaml, tmp_path, save_raw=str(raw), quiet=True))
+    manifest = raw / "manifest.json"
+    manifest.write_text(manifest.read_text()[:60])
+    for cfg in (_cfg(data_dir, yaml, tmp_path, save_raw=str(raw)), _cfg(data_dir, yaml, tmp_path, weights="",
+                                                                          save_raw=str(raw))):
+        with pytest.raises(DetvalError, match=f"{manifest}: unreadable raw-output cache manifest, truncated\\? "
+                                              f".*delete {raw} .*run detval val --save-raw again"):
+            (validate if cfg.weights else evaluate_raw)(cfg)
+
+
+def test_a_cut_batch_file_is_found_and_recomputed(data_dir, tmp_path, capsys):
+    yaml = tiny_coco128(data_dir, tmp_path / "d", n=4)
+    raw = tmp_path / "raw"
+    first = validate(_cfg(data_dir, yaml, tmp_path, save_raw=str(raw), quiet=True))
+    batch = raw / "batch_000001.pt"
+    whole = batch.read_bytes()
+    batch.write_bytes(whole[: len(whole) // 2])
+    with pytest.raises(DetvalError, match="incomplete cache \\(1 of 2 batches\\)"):
+        evaluate_raw(_cfg(data_dir, yaml, tmp_path, weights="", save_raw=str(raw)))
+    assert f"WARNING: {batch}: unreadable raw-output batch (BadZipFile" in capsys.readouterr().err
+    again = validate(_cfg(data_dir, yaml, tmp_path, save_raw=str(raw), name="again"))
+    err = capsys.readouterr()
+    assert f"{batch}: unreadable raw-output batch" in err.err and "; recomputed" in err.err
+    assert "1 of 2 batches cached, running 1" in err.out
+    assert (again.p, again.r, again.map50, again.map, again.maps) == (first.p, first.r, first.map50, first.map,
+                                                                      first.maps)
+    assert batch.read_bytes() == whole

@@ -34,7 +34,7 @@ class RunFolder:
             write()
             return True
         except (OSError, DetvalError) as e:
-            why = f"{e.strerror}: {e.filename}" if isinstance(e, OSError) and e.strerror and e.filename else str(e)
+            why = _reason(e)
             self.missing.append(f"{what} ({why})")
             self.say(f"WARNING: {what} not written: {why}", file=sys.stderr)
             return False
@@ -43,3 +43,10 @@ class RunFolder:
         """Raise RunIncomplete, one line naming what is missing and what is kept, if any output failed."""
         if self.missing:
             raise RunIncomplete(f"{self.run_dir}: not written: {'; '.join(self.missing)}. {kept}", result)
+
+
+def _reason(e: Exception) -> str:
+    """'No space left on device' (with the file, when the OSError names one) rather than '[Errno 28] ...'."""
+    if isinstance(e, OSError) and e.strerror:
+        return e.strerror + (f": {e.filename}" if e.filename else "")
+    return str(e)
