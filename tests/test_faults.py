@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import struct
 import subprocess
 
 import cv2
@@ -184,3 +185,41 @@ def test_a_cut_batch_file_is_found_and_recomputed(data_dir, tmp_path, capsys):
     assert (again.p, again.r, again.map50, again.map, again.maps) == (first.p, first.r, first.map50, first.map,
                                                                       first.maps)
     assert batch.read_bytes() == whole
+
+
+def test_a_cache_of_two_processes_resumed_by_one_gives_the_same_floats(data_dir, tmp_path):
+    yaml = tiny_coco128(data_dir, tmp_path / "d", n=4)
+    raw = tmp_path / "raw"
+    two = validate(_cfg(data_dir, yaml, tmp_path, save_raw=str(raw), nproc=2, quiet=True, name="two"))
+    (raw / "batch_000000.pt").unlink()  # as a killed run leaves it: one batch still to run
+    resumed = validate(_cfg(data_dir, yaml, tmp_path, save_raw=str(raw), nproc=1, threads=1, quiet=True,
+                            name="resumed"))
+    fresh = validate(_cfg(data_dir, yaml, tmp_path, quiet=True, name="fresh"))
+    floats = [(r.p, r.r, r.map50, r.map, r.maps) for r in (two, resumed, fresh)]
+    assert floats[0] == floats[1] == floats[2]
+
+
+# --- what the image decoders say ---------------------------------------------------------------------------------
+
+def _with_corrupt_exif(jpeg: bytes) -> bytes:
+    """jpeg with an EXIF block whose directory claims 2 entries and holds 1: PIL warns 'Corrupt EXIF data'."""
+    tiff = b"II*\x00" + struct.pack("<IH", 8, 2) + struct.pack("<HHI4s", 0x0112, 3, 1, b"\x01\x00\x00\x00") + b"\x00\x00"
+    app1 = b"Exif\x00\x00" + tiff
+    return jpeg[:2] + b"\xff\xe1" + struct.pack(">H", len(app1) + 2) + app1 + jpeg[2:]
+
+
+def test_decoder_warnings_name_the_file_once(data_dir, tmp_path, capfd):
+    yaml = tiny_coco128(data_dir, tmp_path / "d", n=2)
+    folder = yaml.parent / "images" / "train2017"
+    jpeg = first_image(yaml).read_bytes()
+    (folder / "exif1.jpg").write_bytes(_with_corrupt_exif(jpeg))
+    (folder / "exif2.jpg").write_bytes(_with_corrupt_exif(jpeg))
+    (folder / "cut.jpg").write_bytes(jpeg[: len(jpeg) * 2 // 3])
+    r = validate(_cfg(data_dir, yaml, tmp_path, workers=1))
+    err = capfd.readouterr().err
+    assert r.images == 4 and [e.file for e in r.excluded] == [str(folder / "cut.jpg")]
+    for name in ("exif1.jpg", "exif2.jpg"):
+        assert err.count(f"val: WARNING ⚠️ {folder / name}: Corrupt EXIF data. Expecting to read 12 bytes") == 1
+    lines = [line for line in err.splitlines() if "Premature end of JPEG file" in line]
+    assert len(lines) == 1 and f"excluded {folder / 'cut.jpg'}: " in lines[0], err
+    assert "UserWarning" not in err and err.count("Corrupt EXIF") == 2

@@ -1,23 +1,29 @@
 """Image loading and letterboxing with YOLOv5 v7.0's exact resize and padding arithmetic (OpenCV)."""
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import cv2
 import numpy as np
 
 from detval.data.dataset_yaml import DataError
+from detval.data.decode import imread_with_messages
 
 
-def load_image(path: str | Path, img_size: int) -> tuple[np.ndarray, tuple[int, int], tuple[int, int]]:
+def load_image(path: str | Path, img_size: int,
+               report: bool = True) -> tuple[np.ndarray, tuple[int, int], tuple[int, int]]:
     """-> (BGR uint8 [h, w, 3], (h0, w0) original, (h, w) resized to a long side of img_size), as v7.0 load_image.
 
     INTER_AREA when shrinking, INTER_LINEAR when enlarging; the new size truncates, int(w0 * r): v7.0 (Nov 2022)
     predates YOLOv5's switch to math.ceil (PR #10558, Dec 2022); so a long side of 581 px at 640 becomes
     639 px (581 * (640 / 581) = 639.99...), and letterbox pads the missing pixel.
-    Raises DataError naming the file when OpenCV cannot decode it.
+    Raises DataError naming the file when OpenCV cannot decode it. What its JPEG decoder says is printed on one
+    line naming the file, unless report is False (the scan said it already).
     """
-    im = cv2.imread(str(path))
+    im, said = imread_with_messages(path)
+    if said and report:
+        print(f"WARNING ⚠️ {path}: {said}", file=sys.stderr)
     if im is None:
         raise DataError(f"{path}: cannot decode image")
     h0, w0 = im.shape[:2]

@@ -7,7 +7,10 @@ integer in [0, nc) excludes the image instead of failing later.
 """
 from __future__ import annotations
 
+import threading
+import warnings as pywarnings
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,6 +33,7 @@ class ImageRecord:
     path: Path
     shape_hw: tuple[int, int]
     labels: np.ndarray
+    decode_reported: bool = False  # the scan printed what the JPEG decoder says of it: loading stays quiet
 
 
 @dataclass
@@ -167,47 +171,79 @@ def _check_image(image: Path) -> tuple[tuple[int, int], str]:
             f.seek(-2, 2)
             if f.read() != b"\xff\xd9":
                 # v7.0 re-saves such a file in place; detval leaves the user's data alone, keeps what decodes
-                _decodes_fully(image)
-                return shape_hw, f"{image}: JPEG without end marker (truncated?), decoded anyway, not re-saved"
+                said = _decodes_fully(image)
+                return shape_hw, (f"{image}: JPEG without end marker (truncated?)" + (f", libjpeg: {said}" if said
+                                                                                   else "")
+                                  + ", decoded anyway, not re-saved")
     return shape_hw, ""
 
 
-def _decodes_fully(image: Path) -> None:
+def _decodes_fully(image: Path) -> str:
     """Raise _Bad unless both OpenCV and PIL decode the whole file: v7.0 excludes a JPEG that PIL cannot load
-    (its restore step fails), so requiring PIL too keeps the same images in the run."""
-    import cv2
+    (its restore step fails), so requiring PIL too keeps the same images in the run. Returns what libjpeg said."""
+    from detval.data.decode import imread_with_messages
 
-    if cv2.imread(str(image)) is None:
-        raise _Bad(f"{image}: corrupt JPEG, cannot be decoded")
+    decoded, said = imread_with_messages(image)
+    if decoded is None:
+        raise _Bad(f"{image}: corrupt JPEG, cannot be decoded" + (f" (libjpeg: {said})" if said else ""))
     with Image.open(image) as im:
         try:
             ImageOps.exif_transpose(im).load()
         except Exception as e:  # noqa: BLE001
-            raise _Bad(f"{image}: corrupt JPEG ({e})") from None
+            raise _Bad(f"{image}: corrupt JPEG ({e}" + (f"; libjpeg: {said})" if said else ")")) from None
+    return said
 
 
 def _verify(image: Path, nc: int) -> tuple:
-    """-> (record or None, excluded or None, warnings, (found, missing, empty)) for one image, v7.0's counters."""
+    """-> (record or None, excluded or None, warnings, (found, missing, empty)) for one image, v7.0's counters.
+    Python warnings raised meanwhile (PIL's "Corrupt EXIF data") become this image's, named, once each."""
     found = missing = empty = 0
-    warnings = []
+    notes = []
+    _caught.warnings = caught = []
     try:
-        shape_hw, w = _check_image(image)
-        warnings.append(w)
+        shape_hw, jpeg_note = _check_image(image)
+        notes.append(jpeg_note)
         lf = label_path_for(image)
         if lf.is_file():
             found = 1
             lb, duplicates = read_labels(lf, nc)
             if duplicates:  # v7.0 names the image, not the label file
-                warnings.append(f"{image}: {duplicates} duplicate labels removed")
+                notes.append(f"{image}: {duplicates} duplicate labels removed")
             empty = int(len(lb) == 0)
         else:
             lb, missing = np.zeros((0, 5), dtype=np.float32), 1
-        return ImageRecord(image, shape_hw, lb), None, [w for w in warnings if w], (found, missing, empty)
+        record, excluded = ImageRecord(image, shape_hw, lb, decode_reported=bool(jpeg_note)), None
     except _Bad as e:
-        reason = str(e)
+        record, excluded = None, Excluded(str(image), str(e))
     except Exception as e:  # noqa: BLE001 - any other failure excludes the image, as in v7.0
-        reason = f"{image}: {e.__class__.__name__}: {e}"
-    return None, Excluded(str(image), reason), [w for w in warnings if w], (found, missing, empty)
+        record, excluded = None, Excluded(str(image), f"{image}: {e.__class__.__name__}: {e}")
+    finally:
+        _caught.warnings = None
+    notes += [f"{image}: {w}" for w in dict.fromkeys(caught)]
+    return record, excluded, [w for w in notes if w], (found, missing, empty)
+
+
+_caught = threading.local()  # the warnings list of the image this thread is checking, if any
+
+
+@contextmanager
+def _warnings_per_image():
+    """While a scan runs, a Python warning raised by a thread that is checking an image goes to that image's list
+    (the scan says it with the file's name) instead of stderr, where it would be printed once, without a name.
+    Set from the calling thread around the whole thread pool: warnings' filters are process-wide."""
+    with pywarnings.catch_warnings():
+        pywarnings.simplefilter("always")
+        show = pywarnings.showwarning
+
+        def to_image(message, category, filename, lineno, file=None, line=None):
+            found = getattr(_caught, "warnings", None)
+            if found is None:
+                show(message, category, filename, lineno, file, line)
+            else:
+                found.append(" ".join(str(message).split()))
+
+        pywarnings.showwarning = to_image
+        yield
 
 
 def scan_images(images: list[Path], nc: int, threads: int = _THREADS) -> ScanResult:
@@ -215,7 +251,7 @@ def scan_images(images: list[Path], nc: int, threads: int = _THREADS) -> ScanRes
 
     Raises DataError when no image is usable. No label file at all is only a warning, as in YOLOv5.
     """
-    with ThreadPoolExecutor(max(1, threads)) as pool:
+    with _warnings_per_image(), ThreadPoolExecutor(max(1, threads)) as pool:
         results = list(pool.map(lambda p: _verify(Path(p), nc), images))
     res = ScanResult(records=[])
     for rec, exc, warnings, (found, missing, empty) in results:
