@@ -5,14 +5,18 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import struct
 import subprocess
+import sys
+from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 
 from tiny_data import first_image, label_of, tiny_coco128
+from val_workers import FAULT_ENV
 from detval.api import evaluate_raw, validate
 from detval.cli import main as cli_main
 from detval.config import ValConfig
@@ -223,3 +227,27 @@ def test_decoder_warnings_name_the_file_once(data_dir, tmp_path, capfd):
     lines = [line for line in err.splitlines() if "Premature end of JPEG file" in line]
     assert len(lines) == 1 and f"excluded {folder / 'cut.jpg'}: " in lines[0], err
     assert "UserWarning" not in err and err.count("Corrupt EXIF") == 2
+
+
+# --- a rank killed ------------------------------------------------------------------------------------------------
+
+def test_a_killed_rank_ends_the_run_in_one_line_and_its_peers_batches_are_kept(data_dir, tmp_path):
+    """SIGKILL (the OOM killer) of rank 1 mid-run, from the command line: exit 2 naming the rank and the signal;
+    the batches rank 0 stored stay in the raw cache, for a resume. (A rank that raises, and Ctrl-C:
+    tests/test_cli_distributed.py.)"""
+    yaml = tiny_coco128(data_dir, tmp_path / "d", n=8)
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text("import val_workers\nval_workers.install_fault_from_env()\n")
+    tests = Path(__file__).resolve().parent
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(hook), str(tests), str(tests.parent)]),
+               **{FAULT_ENV: "1:1:kill"})
+    raw = tmp_path / "raw"
+    argv = _val_argv(data_dir, yaml, tmp_path / "runs", "--nproc", "2", "--schedule", "static", "--save-raw", str(raw))
+    p = subprocess.run([sys.executable, "-m", "detval", *argv], env=env, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 2, p.stderr[-3000:]
+    errors = re.findall(r"detval: error: .*", p.stderr)  # after the progress bar's last redraw
+    assert len(errors) == 1 and "rank 1" in errors[0] and "SIGKILL" in errors[0], p.stderr[-3000:]
+    assert "Traceback" not in p.stderr
+    assert not (tmp_path / "runs" / "exp" / "results.json").exists()
+    assert {"batch_000000.pt", "batch_000002.pt"} <= {f.name for f in raw.glob("batch_*.pt")}  # rank 1 ran batch 2
