@@ -8,6 +8,7 @@ its own, and one line saying what is missing). Here: the folders the run will wr
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -17,12 +18,28 @@ from detval.errors import DetvalError
 
 def check_outputs(cfg: ValConfig, writes_run_folder: bool) -> None:
     """Raise DetvalError, one line naming the flag and the folder, unless the run can write where it will:
-    --project (by the rank that writes the run folder) and --save-raw (by every rank of a model run: each stores
-    the batches it runs; a re-evaluation only reads the cache)."""
+    --project (by the rank that writes the run folder), --save-raw (by every rank of a model run: each stores
+    the batches it runs; a re-evaluation only reads the cache) and the disk image cache."""
     if writes_run_folder:
         check_writable(Path(cfg.project), "--project")
     if cfg.save_raw and cfg.weights:
         check_writable(Path(cfg.save_raw), "--save-raw")
+    if cfg.cache == "disk":
+        from detval.cache.images import open_image_cache
+
+        check_writable(open_image_cache("disk", cfg.cache_dir).root, "--cache-dir")
+
+
+def check_raw_space(folder: Path, stored_sizes: list[int], n_todo: int) -> None:
+    """Raise DetvalError when the batches still to run will not fit on folder's disk. Estimable only once some
+    batches are stored (a resume): their mean size times the batches to run, against the free space."""
+    if not stored_sizes or not n_todo:
+        return
+    need = sum(stored_sizes) / len(stored_sizes) * n_todo
+    free = shutil.disk_usage(nearest_existing(folder)).free
+    if need > free:
+        raise DetvalError(f"--save-raw {folder}: {n_todo} batches to run need about {need / 2**20:.1f} MiB, "
+                          f"{free / 2**20:.1f} MiB free; free some space first")
 
 
 def check_writable(folder: Path, flag: str) -> None:

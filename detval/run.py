@@ -39,7 +39,7 @@ from detval.inference import (PREFETCH, BatchOutput, StageTimes, batch_loader, c
 from detval.model import LoadedModel, check_nc, load_model
 from detval.model.wrap import wrap_for_run
 from detval.ops.nms import NmsConfig
-from detval.preflight import check_outputs
+from detval.preflight import check_outputs, check_raw_space
 from detval.report.mosaics import BATCHES as MOSAIC_BATCHES, MosaicSource
 from detval.report.table import speed_line, table_header, table_rows
 from detval.report.run_folder import RunFolder
@@ -148,6 +148,8 @@ def _open_model_run(ctx: distributed.DistContext, cfg: ValConfig, say: Say) -> R
                                cfg.conf_thres)
     done = sorted(raw.done_batches()) if raw is not None else []
     todo = sorted(set(range(prep.plan.n_batches)) - set(done))
+    if raw is not None:
+        check_raw_space(raw.folder, raw.stored_sizes(done), len(todo))
     return RunInputs(cfg, prep, loaded, raw, done, todo, {"path": str(cfg.weights), "sha256": loaded.sha256}, None)
 
 

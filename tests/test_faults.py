@@ -120,18 +120,10 @@ def test_read_only_project_and_save_raw_are_refused_before_inference_in_one_line
                                     f"({why}); pass a writable {flag}"]
 
 
-@pytest.mark.skipif(not ROOT, reason="a full disk is a small tmpfs, which only root can mount")
-def test_a_full_disk_leaves_no_partial_file_and_says_what_is_kept(data_dir, tmp_path, request):
+def test_a_full_disk_leaves_no_partial_file_and_says_what_is_kept(data_dir, tmp_path, full_disk):
     yaml = tiny_coco128(data_dir, tmp_path / "d", n=2)
-    full = tmp_path / "full"
-    full.mkdir()
-    _mount(request, "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(full))
+    full = full_disk
     filler = full / "filler"
-    with pytest.raises(OSError):
-        with open(filler, "wb") as f:  # every block taken
-            while True:
-                f.write(b"x" * 4096)
-                f.flush()
     raw = tmp_path / "raw"
     with pytest.raises(RunIncomplete) as e:
         validate(_cfg(data_dir, yaml, tmp_path, project=str(full), save_raw=str(raw)))
@@ -145,6 +137,30 @@ def test_a_full_disk_leaves_no_partial_file_and_says_what_is_kept(data_dir, tmp_
     again = evaluate_raw(_cfg(data_dir, yaml, tmp_path, weights="", save_raw=str(raw), project=str(full)))
     assert (again.p, again.r, again.map50, again.map) == (e.value.result.p, e.value.result.r,
                                                           e.value.result.map50, e.value.result.map)
+
+
+@pytest.fixture
+def full_disk(request, tmp_path):
+    """A small tmpfs with every block taken (root only: mounting needs it)."""
+    if not ROOT:
+        pytest.skip("a full disk is a small tmpfs, which only root can mount")
+    full = tmp_path / "full"
+    full.mkdir()
+    _mount(request, "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(full))
+    with pytest.raises(OSError):
+        with open(full / "filler", "wb") as f:
+            while True:
+                f.write(b"x" * 4096)
+                f.flush()
+    return full
+
+
+def test_a_full_disk_image_cache_costs_the_cache_not_the_run(data_dir, tmp_path, full_disk, capsys):
+    yaml = tiny_coco128(data_dir, tmp_path / "d", n=2)
+    r = validate(_cfg(data_dir, yaml, tmp_path, cache="disk", cache_dir=str(full_disk / "images")))
+    assert r.images == 2
+    assert capsys.readouterr().err.count(f"WARNING: --cache disk: cannot write into {full_disk / 'images'} "
+                                         "(No space left on device); images not cached") == 1
 
 
 def test_an_output_that_fails_after_inference_leaves_results_json_and_is_named(data_dir, tmp_path, read_only):

@@ -133,6 +133,10 @@ class RawCache:
         run recomputes it, with a warning naming it (see unreadable_batches)."""
         return {_batch_id(p) for p in self.folder.glob("batch_*.pt")} - set(self.unreadable_batches())
 
+    def stored_sizes(self, batch_ids) -> list[int]:
+        """File sizes in bytes of the given stored batches (the disk space a batch takes)."""
+        return [self._path(b).stat().st_size for b in batch_ids]
+
     def unreadable_batches(self) -> dict[int, str]:
         """{batch id: "FILE: why"} of the stored batch files that are not whole torch archives. Cheap: each file's
         zip directory is read, not its tensors."""
