@@ -9,8 +9,9 @@ distributed and report together:
     gather           every evaluator's results on rank 0, in plan order, and what each rank did
     finish           rank 0: the table, the run folder (results.json, per_class.csv, txt, JSON, plots)
 
-Errors a user can cause are found in open_inputs, before any inference; after inference nothing computed is
-thrown away because of an output that fails to write.
+Errors a user can cause are found before any inference (preflight.check_outputs, then open_inputs); after
+inference nothing computed is thrown away because of an output that fails to write (write_outputs). The rule is
+stated in preflight.py.
 """
 from __future__ import annotations
 
@@ -84,6 +85,7 @@ def run_rank(ctx: distributed.DistContext, cfg: ValConfig) -> ValResult | None:
     the result on rank 0, None on the others."""
     t_start = time.perf_counter()
     say = print if ctx.is_main and not cfg.quiet else (lambda *a, **k: None)
+    check_outputs(cfg, writes_run_folder=ctx.is_main)  # before the model is even loaded
     inputs = open_inputs(ctx, cfg, say)
     evaluators = [YoloEvaluator(len(inputs.prep.metric_names))]
     if inputs.coco_gt is not None:
@@ -109,7 +111,6 @@ def run_rank(ctx: distributed.DistContext, cfg: ValConfig) -> ValResult | None:
 
 def open_inputs(ctx: distributed.DistContext, cfg: ValConfig, say: Say) -> RunInputs:
     """Everything a user can get wrong is found here, on every rank, before the first batch."""
-    check_outputs(cfg, writes_run_folder=ctx.is_main)
     inputs = _open_model_run(ctx, cfg, say) if cfg.weights else _open_cached_run(cfg)
     prep = inputs.prep
     say(prep.scan_summary)
