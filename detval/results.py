@@ -24,6 +24,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from detval.atomic_write import write_bytes_atomic
 from detval.errors import DetvalError
 
 
@@ -96,10 +97,8 @@ class ValResult:
 
 
 def write_results_json(path: Path, data: dict) -> None:
-    """Write atomically so that an interrupted run never leaves half a file."""
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(data, indent=1))
-    tmp.replace(path)
+    """Write atomically so that an interrupted run or a full disk never leaves half a file."""
+    write_bytes_atomic(path, json.dumps(data, indent=1).encode())
 
 
 def read_results_json(run_dir: Path) -> dict:

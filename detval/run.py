@@ -9,8 +9,9 @@ distributed and report together:
     gather           every evaluator's results on rank 0, in plan order, and what each rank did
     finish           rank 0: the table, the run folder (results.json, per_class.csv, txt, JSON, plots)
 
-Errors a user can cause are found in open_inputs, before any inference; after inference nothing computed is
-thrown away because of an output that fails to write.
+Errors a user can cause are found before any inference (preflight.check_outputs, then open_inputs); after
+inference nothing computed is thrown away because of an output that fails to write (write_outputs). The rule is
+stated in preflight.py.
 """
 from __future__ import annotations
 
@@ -42,10 +43,13 @@ from detval.model.load import open_weights
 from detval.model.run_shape import check_run_options, run_shape
 from detval.model.wrap import wrap_for_run
 from detval.ops.nms import NmsConfig
+from detval.preflight import check_outputs, check_raw_space
 from detval.report.mosaics import BATCHES as MOSAIC_BATCHES, MosaicSource
 from detval.report.table import speed_line, table_header, table_rows
-from detval.report.writer import write_run_files, write_txt_files
+from detval.report.run_folder import RunFolder
+from detval.report.writer import write_metrics_files, write_plots, write_txt_files
 from detval.results import ClassResult, ValResult
+from detval.run_settings import executed_settings
 
 Say = Callable[..., None]
 
@@ -84,6 +88,7 @@ def run_rank(ctx: distributed.DistContext, cfg: ValConfig) -> ValResult | None:
     the result on rank 0, None on the others."""
     t_start = time.perf_counter()
     say = print if ctx.is_main and not cfg.quiet else (lambda *a, **k: None)
+    check_outputs(cfg, writes_run_folder=ctx.is_main)  # before the model is even loaded
     inputs = open_inputs(ctx, cfg, say)
     evaluators = [YoloEvaluator(len(inputs.prep.metric_names))]
     if inputs.coco_gt is not None:
@@ -112,12 +117,16 @@ def open_inputs(ctx: distributed.DistContext, cfg: ValConfig, say: Say) -> RunIn
     inputs = _open_model_run(ctx, cfg, say) if cfg.weights else _open_cached_run(cfg)
     prep = inputs.prep
     say(prep.scan_summary)
+    for w in prep.warnings:
+        say(w, file=sys.stderr)
     distributed.check_same(ctx, plan_digest(prep), "the images, labels and batch plan")
     for e in prep.excluded:
         say(f"WARNING: excluded {e.file}: {e.reason}", file=sys.stderr)
     for warning in setting_warnings(inputs.cfg):
         say(f"WARNING: {warning}", file=sys.stderr)
     n_batches = prep.plan.n_batches
+    for problem in (inputs.raw.unreadable_batches().values() if inputs.raw is not None else ()):
+        say(f"WARNING: {problem}" + ("; recomputed" if inputs.loaded is not None else ""), file=sys.stderr)
     if inputs.todo and inputs.loaded is None:
         raise DetvalError(f"{cfg.save_raw}: incomplete cache ({len(inputs.done)} of {n_batches} batches); "
                           f"finish it with detval val --save-raw {cfg.save_raw}")
@@ -150,6 +159,8 @@ def _open_model_run(ctx: distributed.DistContext, cfg: ValConfig, say: Say) -> R
                                cfg.conf_thres, runtime=loaded.runtime, augment=cfg.augment)
     done = sorted(raw.done_batches()) if raw is not None else []
     todo = sorted(set(range(prep.plan.n_batches)) - set(done))
+    if raw is not None:
+        check_raw_space(raw.folder, raw.stored_sizes(done), len(todo))
     return RunInputs(cfg, prep, loaded, raw, done, todo, {"path": _weights_setting(cfg), "sha256": loaded.sha256},
                      None)
 
@@ -159,6 +170,9 @@ def _model_and_plan(ctx: distributed.DistContext, cfg: ValConfig, say: Say) -> t
     loaded = open_weights(cfg.weights_list, cfg.cfg, device=ctx.device, dnn=cfg.dnn)
     check_run_options(loaded.runtime, cfg.half, cfg.channels_last, cfg.dp)
     stride = int(loaded.stride.max())
+    cfg, notes = executed_settings(cfg, ctx.device.type, stride)  # --imgsz to the stride, --half on CUDA only
+    for note in notes:
+        say(note, file=sys.stderr)
     shape = run_shape(loaded.runtime, loaded.input_shape, make_divisible(cfg.imgsz, stride), cfg.batch_size,
                       cfg.export_batch)
     if shape.note:
@@ -276,25 +290,19 @@ def finish(inputs: RunInputs, evaluators: list, gathered: Gathered, say: Say, t_
     """The printed table, then the run folder."""
     cfg, prep = inputs.cfg, inputs.prep
     result = val_result(gathered.yolo, prep, gathered.times)
-    for line in table_rows(result, cfg.verbose):
+    rows = table_rows(result, cfg.verbose)
+    say(rows[0])
+    if result.instances == 0:  # val.py's warning, right after its 'all' row
+        say(f"WARNING ⚠️ no labels found in {cfg.task} set, can not compute metrics without labels", file=sys.stderr)
+    for line in rows[1:]:
         say(line)
     say(speed_line(result.speed_ms, cfg.batch_size, prep.imgsz))
     result.distributed = gathered.scaling.to_json()  # one rank too: benchmarks compare batch-phase throughput
     if gathered.scaling.world_size > 1:
         for line in distributed.summary_lines(gathered.scaling):
             say(line)
-    run_dir = increment_path(Path(cfg.project) / cfg.name, cfg.exist_ok)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    result.run_dir = run_dir
-    images = gathered.yolo.images
-    if cfg.save_txt:
-        write_txt_files(run_dir / "labels", prep.records, images.image_ids, images.det_counts, images.det,
-                        cfg.save_conf)
-    if len(evaluators) > 1:
-        result.coco = evaluators[1].evaluate(predictions_json_path(run_dir, _first_weights(inputs.weights["path"])), say)
-    result.wall_seconds = time.perf_counter() - t_start
-    write_run_files(run_dir, cfg, result, gathered.yolo.metrics, gathered.yolo.confusion, inputs.weights,
-                    images.det.cls.numpy(), mosaic_source(inputs, images) if cfg.plots else None)
+    result.run_dir = run_dir = increment_path(Path(cfg.project) / cfg.name, cfg.exist_ok)
+    write_outputs(inputs, evaluators, gathered, result, say, t_start)
     say(f"Results saved to {run_dir}")
     return result
 
@@ -302,6 +310,46 @@ def finish(inputs: RunInputs, evaluators: list, gathered: Gathered, say: Say, t_
 def _first_weights(path: str | list[str]) -> str:
     """The file val.py names the predictions JSON after: the first of an ensemble."""
     return path if isinstance(path, str) else path[0]
+
+
+def write_outputs(inputs: RunInputs, evaluators: list, gathered: Gathered, result: ValResult, say: Say,
+                  t_start: float) -> None:
+    """The run folder, metrics first (see report/run_folder.py): results.json and per_class.csv, then --save-txt,
+    the COCO step (results.json written again with its numbers) and the plots. Raises RunIncomplete, after trying
+    every output, if one failed."""
+    cfg, prep, run_dir = inputs.cfg, inputs.prep, result.run_dir
+    folder = RunFolder(run_dir, say)
+    images = gathered.yolo.images
+    if not folder.attempt(f"{run_dir}", lambda: run_dir.mkdir(parents=True, exist_ok=True)):
+        folder.check_complete(result, _what_is_kept(inputs, saved=False))
+
+    def save_metrics() -> None:
+        result.wall_seconds = time.perf_counter() - t_start
+        write_metrics_files(run_dir, cfg, result, inputs.weights)
+
+    saved = folder.attempt(f"{run_dir / 'results.json'} and per_class.csv", save_metrics)
+    if cfg.save_txt:
+        folder.attempt(f"{run_dir / 'labels'} (--save-txt)", lambda: write_txt_files(
+            run_dir / "labels", prep.records, images.image_ids, images.det_counts, images.det, cfg.save_conf))
+    if len(evaluators) > 1:
+        pred_json = predictions_json_path(run_dir, _first_weights(inputs.weights["path"]))
+        coco = folder.attempt(f"{pred_json.name} and the COCO metrics (--save-json)", lambda: setattr(
+            result, "coco", evaluators[1].evaluate(pred_json, say)))
+        if coco and saved and result.coco is not None:
+            saved = folder.attempt(f"{run_dir / 'results.json'} with the COCO metrics", save_metrics)
+    if cfg.plots:
+        write_plots(run_dir, gathered.yolo.metrics, gathered.yolo.confusion, result.names,
+                    images.det.cls.numpy(), mosaic_source(inputs, images))
+    folder.check_complete(result, _what_is_kept(inputs, saved))
+
+
+def _what_is_kept(inputs: RunInputs, saved: bool) -> str:
+    """The end of a RunIncomplete line: where the computed numbers still are."""
+    kept = "results.json holds the metrics" if saved else "the metrics are not saved"
+    if inputs.raw is not None:
+        kept += (f"; {inputs.raw.folder} holds every batch: detval eval --raw {inputs.raw.folder} "
+                 "writes a run folder again without the model")
+    return kept
 
 
 def mosaic_source(inputs: RunInputs, images: ImageResults) -> MosaicSource | None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 from dataclasses import replace
 from pathlib import Path
 
@@ -109,14 +110,15 @@ def fault_message(rank: int, after: int) -> str:
 
 
 def install_fault_from_env() -> None:
-    """Install the fault DETVAL_TEST_FAULT="RANK:AFTER" names (no-op when unset)."""
+    """Install the fault DETVAL_TEST_FAULT="RANK:AFTER[:kill]" names (no-op when unset); with ':kill' the rank
+    SIGKILLs itself instead of raising (as the OOM killer would end it)."""
     spec = os.environ.get(FAULT_ENV)
     if spec:
-        rank, after = (int(x) for x in spec.split(":"))
-        _install_fault(rank, after)
+        rank, after, *how = spec.split(":")
+        _install_fault(int(rank), int(after), kill=how == ["kill"])
 
 
-def _install_fault(bad_rank: int, after: int) -> None:
+def _install_fault(bad_rank: int, after: int, kill: bool = False) -> None:
     """Make rank bad_rank raise in its batch loop once it has run `after` batches through the model.
 
     Two patches on this process: the scheduler (run_rank hands `detval.distributed.iter_batches` its context)
@@ -136,6 +138,8 @@ def _install_fault(bad_rank: int, after: int) -> None:
     def nms_candidates(*args, **kwargs):
         if state["rank"] == bad_rank:
             if state["batches"] >= after:
+                if kill:
+                    os.kill(os.getpid(), signal.SIGKILL)
                 raise RuntimeError(fault_message(bad_rank, after))
             state["batches"] += 1
         return real_nms(*args, **kwargs)

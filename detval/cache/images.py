@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -99,6 +100,7 @@ class DiskImageCache:
             root = os.environ.get("DETVAL_CACHE_DIR") or DEFAULT_CACHE_DIR
         self.root = Path(root).expanduser()
         self.hits = self.misses = 0
+        self.write_failed = False  # said once per process
 
     def entry_paths(self, key: ImageKey) -> tuple[Path, Path]:
         """(pixels .npy, geometry .json) of key's entry."""
@@ -114,7 +116,13 @@ class DiskImageCache:
             return item
         self.misses += 1
         item = dataset.load_letterboxed(i)
-        self._write(npy, meta, key, item)
+        try:
+            self._write(npy, meta, key, item)
+        except OSError as e:  # a full or read-only disk costs the cache, not the run
+            if not self.write_failed:
+                print(f"WARNING: --cache disk: cannot write into {self.root} ({e.strerror or e}); images not "
+                      "cached", file=sys.stderr)
+            self.write_failed = True
         return _frozen(item)
 
     @staticmethod

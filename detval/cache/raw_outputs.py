@@ -13,12 +13,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import zipfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from detval.atomic_write import write_atomic, write_bytes_atomic
 from detval.data.plan import BatchPlan
 from detval.data.prepare import Prepared
 from detval.data.scan import ImageRecord
@@ -77,7 +79,7 @@ class RawCache:
         self.key = key
         manifest = self.folder / "manifest.json"
         if manifest.is_file():
-            stored = json.loads(manifest.read_text())
+            stored = _read_manifest(manifest)
             cached = asdict(RawKey(**stored["key"]))  # fields an older manifest lacks take their defaults
             diff = {k: (cached[k], v) for k, v in asdict(key).items() if cached[k] != v}
             if diff:
@@ -90,7 +92,7 @@ class RawCache:
                 raise DetvalError(f"{self.folder}: no raw-output cache here (no manifest.json)")
             self.folder.mkdir(parents=True, exist_ok=True)
             self.meta = meta
-            _atomic_write_bytes(manifest, json.dumps({"key": asdict(key), "meta": meta}, indent=1).encode())
+            write_bytes_atomic(manifest, json.dumps({"key": asdict(key), "meta": meta}, indent=1).encode())
 
     @classmethod
     def for_run(cls, folder: str | Path, weights_sha256: str, prep: Prepared, settings: "RunSettings",
@@ -126,19 +128,34 @@ class RawCache:
         manifest = Path(folder) / "manifest.json"
         if not manifest.is_file():
             raise DetvalError(f"{folder}: no raw-output cache here (no manifest.json)")
-        stored = json.loads(manifest.read_text())
-        return RawCache(folder, RawKey(**stored["key"]))
+        return RawCache(folder, RawKey(**_read_manifest(manifest)["key"]))
 
     def _path(self, batch_id: int) -> Path:
         return self.folder / f"batch_{batch_id:06d}.pt"
 
     def done_batches(self) -> set[int]:
-        return {int(p.stem.split("_")[1]) for p in self.folder.glob("batch_*.pt")}
+        """The batches stored whole. A file cut short (a full disk, a copy that stopped) is left out, so a model
+        run recomputes it, with a warning naming it (see unreadable_batches)."""
+        return {_batch_id(p) for p in self.folder.glob("batch_*.pt")} - set(self.unreadable_batches())
+
+    def stored_sizes(self, batch_ids) -> list[int]:
+        """File sizes in bytes of the given stored batches (the disk space a batch takes)."""
+        return [self._path(b).stat().st_size for b in batch_ids]
+
+    def unreadable_batches(self) -> dict[int, str]:
+        """{batch id: "FILE: why"} of the stored batch files that are not whole torch archives. Cheap: each file's
+        zip directory is read, not its tensors."""
+        found = {p: _archive_problem(p) for p in sorted(self.folder.glob("batch_*.pt"))}
+        return {_batch_id(p): f"{p}: unreadable raw-output batch ({why})" for p, why in found.items() if why}
 
     def write(self, batch_id: int, raw: BatchRaw) -> None:
-        tmp = self._path(batch_id).with_suffix(f".tmp{os.getpid()}")
-        torch.save(asdict(raw), tmp)
-        tmp.replace(self._path(batch_id))
+        """Store one batch, whole or not at all; a full disk stops the run with the batches stored so far kept."""
+        path = self._path(batch_id)
+        try:
+            write_atomic(path, lambda tmp: torch.save(asdict(raw), tmp))
+        except OSError as e:
+            raise DetvalError(f"{path}: cannot write raw-output batch ({e.strerror or e}); the batches already in "
+                              f"{self.folder} are kept: free space and run the same command to resume") from None
 
     def read(self, batch_id: int) -> BatchRaw:
         path = self._path(batch_id)
@@ -165,7 +182,32 @@ def _dataset_meta(prep: Prepared) -> dict:
             "excluded": [[e.file, e.reason] for e in prep.excluded]}
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_suffix(path.suffix + f".tmp{os.getpid()}")
-    tmp.write_bytes(data)
-    tmp.replace(path)
+def _read_manifest(manifest: Path) -> dict:
+    """The manifest as written; a cut or edited one is named, with what to do (its batches cannot be trusted
+    without the key that says what they were computed from)."""
+    try:
+        stored = json.loads(manifest.read_text())
+        if isinstance(stored, dict) and isinstance(stored.get("key"), dict):
+            RawKey(**stored["key"])
+            return stored
+        problem = "no 'key' record"
+    except (json.JSONDecodeError, UnicodeDecodeError, TypeError) as e:
+        problem = f"{type(e).__name__}: {e}"
+    raise DetvalError(f"{manifest}: unreadable raw-output cache manifest, truncated? ({problem}); delete "
+                      f"{manifest.parent} (or pass another --save-raw folder) and run detval val --save-raw again")
+
+
+def _batch_id(path: Path) -> int:
+    return int(path.stem.split("_")[1])
+
+
+def _archive_problem(path: Path) -> str:
+    """'' when path is a whole torch zip archive (its directory readable, every member inside the file), else why."""
+    try:
+        size = path.stat().st_size
+        with zipfile.ZipFile(path) as z:
+            if any(i.header_offset + i.compress_size > size for i in z.infolist()):
+                return "a member extends past the end of the file"
+    except (zipfile.BadZipFile, OSError, EOFError) as e:
+        return f"{type(e).__name__}: {e}"
+    return ""

@@ -65,7 +65,7 @@ class ValDataset(torch.utils.data.Dataset):
         (rw, rh), (h, w) after load_image)."""
         rec = self.records[i]
         t0 = time.perf_counter()
-        img, (h0, w0), (h, w) = load_image(rec.path, self.img_size)
+        img, (h0, w0), (h, w) = load_image(rec.path, self.img_size, report=not rec.decode_reported)
         t1 = time.perf_counter()
         shape = tuple(int(v) for v in self.plan.batch_shapes[self.plan.batch_of[i]])
         img, ratio, pad = letterbox(img, shape, scaleup=False)

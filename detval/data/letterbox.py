@@ -1,31 +1,45 @@
 """Image loading and letterboxing with YOLOv5 v7.0's exact resize and padding arithmetic (OpenCV)."""
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import cv2
 import numpy as np
 
 from detval.data.dataset_yaml import DataError
+from detval.data.decode import imread_with_messages
 
 
-def load_image(path: str | Path, img_size: int) -> tuple[np.ndarray, tuple[int, int], tuple[int, int]]:
+def load_image(path: str | Path, img_size: int,
+               report: bool = True) -> tuple[np.ndarray, tuple[int, int], tuple[int, int]]:
     """-> (BGR uint8 [h, w, 3], (h0, w0) original, (h, w) resized to a long side of img_size), as v7.0 load_image.
 
     INTER_AREA when shrinking, INTER_LINEAR when enlarging; the new size truncates, int(w0 * r): v7.0 (Nov 2022)
     predates YOLOv5's switch to math.ceil (PR #10558, Dec 2022); so a long side of 581 px at 640 becomes
     639 px (581 * (640 / 581) = 639.99...), and letterbox pads the missing pixel.
-    Raises DataError naming the file when OpenCV cannot decode it.
+    Raises DataError naming the file when OpenCV cannot decode it. What its JPEG decoder says is printed on one
+    line naming the file, unless report is False (the scan said it already).
     """
-    im = cv2.imread(str(path))
+    im, said = imread_with_messages(path)
+    if said and report:
+        print(f"WARNING ⚠️ {path}: {said}", file=sys.stderr)
     if im is None:
         raise DataError(f"{path}: cannot decode image")
     h0, w0 = im.shape[:2]
-    r = img_size / max(h0, w0)
-    if r != 1:
-        interp = cv2.INTER_LINEAR if r > 1 else cv2.INTER_AREA
-        im = cv2.resize(im, (int(w0 * r), int(h0 * r)), interpolation=interp)
+    h, w = resized_hw((h0, w0), img_size)
+    if (h, w) != (h0, w0):
+        interp = cv2.INTER_LINEAR if img_size > max(h0, w0) else cv2.INTER_AREA
+        im = cv2.resize(im, (w, h), interpolation=interp)
     return im, (h0, w0), im.shape[:2]
+
+
+def resized_hw(shape_hw: tuple[int, int], img_size: int) -> tuple[int, int]:
+    """(height, width) load_image resizes an image of shape_hw to: long side img_size, sizes truncated (v7.0).
+    A side can reach 0 (a 4000 x 10 image at 320): such an image cannot be letterboxed (see data/prepare.py)."""
+    h0, w0 = shape_hw
+    r = img_size / max(h0, w0)
+    return (int(h0 * r), int(w0 * r)) if r != 1 else (h0, w0)
 
 
 def letterbox(im: np.ndarray, new_shape: tuple[int, int], color=(114, 114, 114), auto: bool = False,

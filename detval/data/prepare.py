@@ -11,6 +11,7 @@ from detval.config import ValConfig
 from detval.data.agreement import agreement_digest
 from detval.data.coco_dataset import is_coco_json, read_coco_json_split
 from detval.data.dataset_yaml import DataError, list_images, load_data_config
+from detval.data.letterbox import resized_hw
 from detval.data.plan import BatchPlan, rect_batch_plan, square_batch_plan
 from detval.data.scan import ImageRecord, scan_images
 from detval.results import Excluded
@@ -29,6 +30,7 @@ class Prepared:
     imgsz: int
     scan_summary: str
     single_cls: bool = False
+    warnings: tuple[str, ...] = ()  # the scan's warnings, as val.py prints them (after the scan line)
 
     @property
     def nc(self) -> int:
@@ -46,21 +48,37 @@ def make_divisible(x: int, divisor: int) -> int:
 def prepare(cfg: ValConfig, stride: int, rect: bool = True) -> Prepared:
     """Read cfg.data's split (a data.yaml, or a COCO instances.json with cfg.images) and plan its batches: rect
     (aspect-ratio) batches unless rect is False (val.py's choice for exported weights) or --task speed."""
-    records, excluded, names, summary = _read_split(cfg)
+    records, excluded, names, summary, warnings = _read_split(cfg)
     records = single_class(records) if cfg.single_cls else records
     imgsz = make_divisible(cfg.imgsz, stride)
+    records, too_thin = split_too_thin(records, imgsz)
     if cfg.task == "speed" or not rect:
         plan = square_batch_plan(len(records), cfg.batch_size, imgsz)
     else:
         plan = rect_batch_plan(np.array([r.shape_hw for r in records]), cfg.batch_size, imgsz, stride, pad=0.5)
     records = [records[i] for i in plan.order]
-    return Prepared(records, excluded, list(names), plan, imgsz, summary, cfg.single_cls)
+    return Prepared(records, excluded + too_thin, list(names), plan, imgsz, summary, cfg.single_cls, warnings)
 
 
-def _read_split(cfg: ValConfig) -> tuple[list[ImageRecord], list[Excluded], list[str], str]:
+def split_too_thin(records: list[ImageRecord], imgsz: int) -> tuple[list[ImageRecord], list[Excluded]]:
+    """(records that load_image can resize, exclusions of those it would resize to a side of 0 pixels). v7.0 lets
+    such an image through its scan (both sides >= 10 px) and then fails in a DataLoader worker; found here, before
+    any inference, it is left out with the others."""
+    kept, thin = [], []
+    for r in records:
+        h, w = resized_hw(r.shape_hw, imgsz)
+        if min(h, w) < 1:
+            thin.append(Excluded(str(r.path), f"{r.path}: image {r.shape_hw[1]}x{r.shape_hw[0]} would be resized to "
+                                              f"{w}x{h} at --imgsz {imgsz}, too thin to validate"))
+        else:
+            kept.append(r)
+    return kept, thin
+
+
+def _read_split(cfg: ValConfig) -> tuple[list[ImageRecord], list[Excluded], list[str], str, tuple[str, ...]]:
     if is_coco_json(cfg.data):
         split = read_coco_json_split(cfg.data, cfg.images)
-        return list(split.records), list(split.excluded), split.names, split.scan_summary
+        return list(split.records), list(split.excluded), split.names, split.scan_summary, ()
     data = load_data_config(cfg.data)
     split_name = "val" if cfg.task in ("val", "speed") else cfg.task
     sources = getattr(data, split_name)
@@ -69,7 +87,8 @@ def _read_split(cfg: ValConfig) -> tuple[list[ImageRecord], list[Excluded], list
     scan = scan_images(list_images(sources), data.nc)
     summary = (f"{split_name}: Scanning {', '.join(str(s) for s in sources)}... {scan.n_found_labels} images, "
                f"{scan.n_missing + scan.n_empty} backgrounds, {scan.n_corrupt} corrupt")
-    return list(scan.records), list(scan.excluded), data.names, summary
+    warnings = tuple(f"{split_name}: WARNING ⚠️ {w}" for w in scan.warnings)
+    return list(scan.records), list(scan.excluded), data.names, summary, warnings
 
 
 def single_class(records: list[ImageRecord]) -> list[ImageRecord]:

@@ -7,7 +7,10 @@ integer in [0, nc) excludes the image instead of failing later.
 """
 from __future__ import annotations
 
+import threading
+import warnings as pywarnings
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,6 +21,7 @@ from detval.data.dataset_yaml import IMG_FORMATS, DataError, label_path_for
 from detval.results import Excluded
 
 _ORIENTATION = 274  # EXIF tag id
+HELP_URL = "See https://github.com/ultralytics/yolov5/wiki/Train-Custom-Data"  # v7.0's pointer, in its warnings
 _THREADS = 8  # mostly waiting on file reads (network disks), so not tied to the core count as v7.0's NUM_THREADS
 
 
@@ -29,6 +33,7 @@ class ImageRecord:
     path: Path
     shape_hw: tuple[int, int]
     labels: np.ndarray
+    decode_reported: bool = False  # the scan printed what the JPEG decoder says of it: loading stays quiet
 
 
 @dataclass
@@ -107,8 +112,8 @@ def _is_float(s: str) -> bool:
         return False
 
 
-def read_labels(path: Path, nc: int) -> tuple[np.ndarray, str]:
-    """Parse a YOLO label file -> (float32 [n, 5] (cls, cx, cy, w, h), warning or '').
+def read_labels(path: Path, nc: int) -> tuple[np.ndarray, int]:
+    """Parse a YOLO label file -> (float32 [n, 5] (cls, cx, cy, w, h), number of duplicate rows removed).
 
     As v7.0: a file with any row of more than 6 fields holds polygons (cls x1 y1 x2 y2 ...), turned into their
     boxes; otherwise every row has 5 fields. Values must be >= 0 and box values <= 1 (checked on the box, so a
@@ -139,13 +144,13 @@ def read_labels(path: Path, nc: int) -> tuple[np.ndarray, str]:
             raise _Bad(f"{path}:{ln}: coordinate {row[1:][~(row[1:] <= 1)][0]:g} > 1 (not normalized?)")
         if row[0] != np.floor(row[0]) or row[0] >= nc:
             raise _Bad(f"{path}:{ln}: class {row[0]:g} outside the integers 0..{nc - 1}")
-    warning = ""
+    duplicates = 0
     if len(lb):
         _, i = np.unique(lb, axis=0, return_index=True)
-        if len(i) < len(lb):
-            warning = f"{path}: {len(lb) - len(i)} duplicate labels removed"
+        duplicates = len(lb) - len(i)
+        if duplicates:
             lb = lb[i]  # sorted by np.unique, as v7.0 leaves them
-    return lb.reshape(-1, 5), warning
+    return lb.reshape(-1, 5), duplicates
 
 
 def _check_image(image: Path) -> tuple[tuple[int, int], str]:
@@ -166,46 +171,79 @@ def _check_image(image: Path) -> tuple[tuple[int, int], str]:
             f.seek(-2, 2)
             if f.read() != b"\xff\xd9":
                 # v7.0 re-saves such a file in place; detval leaves the user's data alone, keeps what decodes
-                _decodes_fully(image)
-                return shape_hw, f"{image}: JPEG without end marker (truncated?), decoded anyway, not re-saved"
+                said = _decodes_fully(image)
+                return shape_hw, (f"{image}: JPEG without end marker (truncated?)" + (f", libjpeg: {said}" if said
+                                                                                   else "")
+                                  + ", decoded anyway, not re-saved")
     return shape_hw, ""
 
 
-def _decodes_fully(image: Path) -> None:
+def _decodes_fully(image: Path) -> str:
     """Raise _Bad unless both OpenCV and PIL decode the whole file: v7.0 excludes a JPEG that PIL cannot load
-    (its restore step fails), so requiring PIL too keeps the same images in the run."""
-    import cv2
+    (its restore step fails), so requiring PIL too keeps the same images in the run. Returns what libjpeg said."""
+    from detval.data.decode import imread_with_messages
 
-    if cv2.imread(str(image)) is None:
-        raise _Bad(f"{image}: corrupt JPEG, cannot be decoded")
+    decoded, said = imread_with_messages(image)
+    if decoded is None:
+        raise _Bad(f"{image}: corrupt JPEG, cannot be decoded" + (f" (libjpeg: {said})" if said else ""))
     with Image.open(image) as im:
         try:
             ImageOps.exif_transpose(im).load()
         except Exception as e:  # noqa: BLE001
-            raise _Bad(f"{image}: corrupt JPEG ({e})") from None
+            raise _Bad(f"{image}: corrupt JPEG ({e}" + (f"; libjpeg: {said})" if said else ")")) from None
+    return said
 
 
 def _verify(image: Path, nc: int) -> tuple:
-    """-> (record or None, excluded or None, warnings, (found, missing, empty)) for one image, v7.0's counters."""
+    """-> (record or None, excluded or None, warnings, (found, missing, empty)) for one image, v7.0's counters.
+    Python warnings raised meanwhile (PIL's "Corrupt EXIF data") become this image's, named, once each."""
     found = missing = empty = 0
-    warnings = []
+    notes = []
+    _caught.warnings = caught = []
     try:
-        shape_hw, w = _check_image(image)
-        warnings.append(w)
+        shape_hw, jpeg_note = _check_image(image)
+        notes.append(jpeg_note)
         lf = label_path_for(image)
         if lf.is_file():
             found = 1
-            lb, w = read_labels(lf, nc)
-            warnings.append(w)
+            lb, duplicates = read_labels(lf, nc)
+            if duplicates:  # v7.0 names the image, not the label file
+                notes.append(f"{image}: {duplicates} duplicate labels removed")
             empty = int(len(lb) == 0)
         else:
             lb, missing = np.zeros((0, 5), dtype=np.float32), 1
-        return ImageRecord(image, shape_hw, lb), None, [w for w in warnings if w], (found, missing, empty)
+        record, excluded = ImageRecord(image, shape_hw, lb, decode_reported=bool(jpeg_note)), None
     except _Bad as e:
-        reason = str(e)
+        record, excluded = None, Excluded(str(image), str(e))
     except Exception as e:  # noqa: BLE001 - any other failure excludes the image, as in v7.0
-        reason = f"{image}: {e.__class__.__name__}: {e}"
-    return None, Excluded(str(image), reason), [w for w in warnings if w], (found, missing, empty)
+        record, excluded = None, Excluded(str(image), f"{image}: {e.__class__.__name__}: {e}")
+    finally:
+        _caught.warnings = None
+    notes += [f"{image}: {w}" for w in dict.fromkeys(caught)]
+    return record, excluded, [w for w in notes if w], (found, missing, empty)
+
+
+_caught = threading.local()  # the warnings list of the image this thread is checking, if any
+
+
+@contextmanager
+def _warnings_per_image():
+    """While a scan runs, a Python warning raised by a thread that is checking an image goes to that image's list
+    (the scan says it with the file's name) instead of stderr, where it would be printed once, without a name.
+    Set from the calling thread around the whole thread pool: warnings' filters are process-wide."""
+    with pywarnings.catch_warnings():
+        pywarnings.simplefilter("always")
+        show = pywarnings.showwarning
+
+        def to_image(message, category, filename, lineno, file=None, line=None):
+            found = getattr(_caught, "warnings", None)
+            if found is None:
+                show(message, category, filename, lineno, file, line)
+            else:
+                found.append(" ".join(str(message).split()))
+
+        pywarnings.showwarning = to_image
+        yield
 
 
 def scan_images(images: list[Path], nc: int, threads: int = _THREADS) -> ScanResult:
@@ -213,7 +251,7 @@ def scan_images(images: list[Path], nc: int, threads: int = _THREADS) -> ScanRes
 
     Raises DataError when no image is usable. No label file at all is only a warning, as in YOLOv5.
     """
-    with ThreadPoolExecutor(max(1, threads)) as pool:
+    with _warnings_per_image(), ThreadPoolExecutor(max(1, threads)) as pool:
         results = list(pool.map(lambda p: _verify(Path(p), nc), images))
     res = ScanResult(records=[])
     for rec, exc, warnings, (found, missing, empty) in results:
@@ -230,5 +268,5 @@ def scan_images(images: list[Path], nc: int, threads: int = _THREADS) -> ScanRes
         why = f": {res.excluded[0].reason}" if res.excluded else ""
         raise DataError(f"no usable images among {len(images)}{why}")
     if res.n_found_labels == 0:
-        res.warnings.append(f"no labels found (looked for {label_path_for(images[0])} and alike)")
+        res.warnings.append(f"No labels found in {label_path_for(Path(images[0])).parent}. {HELP_URL}")
     return res

@@ -115,8 +115,9 @@ def _build_model(contents: CheckpointContents, cfg: str | Path | None, path: Pat
         except (OSError, ValueError) as e:
             raise CheckpointError(f"{path}: cannot read model config {cfg}: {e}") from None
     if not isinstance(model_yaml, dict):
-        raise CheckpointError(f"{path}: unknown architecture: the file carries no model yaml; pass cfg= "
-                              "(a model yaml, or a bundled name such as 'yolov5n')")
+        raise CheckpointError(f"{path}: unknown architecture: the file carries no model yaml (a plain "
+                              "state_dict?); pass --cfg (ValConfig cfg=): a model yaml, or a bundled name such as "
+                              "yolov5n")
     stride = contents.stride
     if stride is not None:
         stride = torch.as_tensor(stride).detach().float().reshape(-1)

@@ -10,6 +10,8 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
+from detval.atomic_write import write_atomic
+
 COLUMNS = ("class", "name", "images", "instances", "P", "R", "mAP50", "mAP50-95")
 COCO_COLUMN = "coco_AP"
 _INT_COLUMNS = frozenset({"class", "images", "instances"})
@@ -26,16 +28,20 @@ def write_per_class_csv(path: Path, results: dict) -> Path:
     columns = COLUMNS + ((COCO_COLUMN,) if coco_ap else ())
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(columns)
-        for row in results["per_class"]:
-            values = [row[c] for c in COLUMNS]
-            if coco_ap:
-                ap = coco_ap.get(row["name"])
-                values.append("" if ap is None else ap)
-            # csv writes floats through repr(): round-trip exact.
-            writer.writerow(values)
+
+    def write(tmp: Path) -> None:
+        with tmp.open("w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(columns)
+            for row in results["per_class"]:
+                values = [row[c] for c in COLUMNS]
+                if coco_ap:
+                    ap = coco_ap.get(row["name"])
+                    values.append("" if ap is None else ap)
+                # csv writes floats through repr(): round-trip exact.
+                writer.writerow(values)
+
+    write_atomic(path, write)  # whole or absent, as results.json
     return path
 
 

@@ -1,4 +1,5 @@
-"""Everything a run leaves in its folder: results.json, per_class.csv, --save-txt files, plots. Rank 0 only."""
+"""Everything a run leaves in its folder: results.json, per_class.csv, --save-txt files, plots. Rank 0 only (in the
+order and with the failure handling of report/run_folder.py)."""
 from __future__ import annotations
 
 import os
@@ -28,17 +29,13 @@ def write_txt_files(labels_dir: Path, records: list, image_ids: torch.Tensor, de
         write_detection_txt(labels_dir / f"{Path(rec.path).stem}.txt", lines)
 
 
-def write_run_files(run_dir: Path, cfg: ValConfig, result: ValResult, metrics: DetectionMetrics,
-                    confusion: np.ndarray, weights: dict, pred_cls: np.ndarray, mosaics=None) -> dict:
-    """results.json, per_class.csv and (with cfg.plots) the PNG plots and, given a mosaics.MosaicSource, the
-    val_batch mosaics. Returns the results.json dict."""
+def write_metrics_files(run_dir: Path, cfg: ValConfig, result: ValResult, weights: dict) -> dict:
+    """results.json and per_class.csv, each whole or absent. Returns the results.json dict."""
     data = result.to_json(cfg.settings(), __version__, weights)
     write_results_json(run_dir / "results.json", data)
     from detval.report.per_class_csv import write_per_class_csv
 
     write_per_class_csv(run_dir / "per_class.csv", data)
-    if cfg.plots:
-        _write_plots(run_dir, metrics, confusion, result.names, pred_cls, mosaics)
     return data
 
 
@@ -47,10 +44,10 @@ def _cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
-def _write_plots(run_dir: Path, metrics: DetectionMetrics, confusion: np.ndarray, names: list[str],
-                 pred_cls: np.ndarray, mosaics) -> None:
-    """Every figure side by side on the idle cores; as v7.0, a figure that fails is a warning (the metrics are
-    already written)."""
+def write_plots(run_dir: Path, metrics: DetectionMetrics, confusion: np.ndarray, names: list[str],
+                pred_cls: np.ndarray, mosaics=None) -> None:
+    """The PNG plots and, given a mosaics.MosaicSource, the val_batch mosaics: every figure side by side on the
+    idle cores; as v7.0, a figure that fails is a warning (the metrics are already written)."""
     from detval.report.forked import run_forked
     from detval.report.mosaics import mosaic_jobs
     from detval.report.plots import PlotCurves, plot_jobs
