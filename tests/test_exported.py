@@ -26,7 +26,7 @@ def test_exports_give_val_py_digits(data_dir, tmp_path, case):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("case", ["yolov5n-onnx", "yolov5n-onnx-dnn"])
+@pytest.mark.parametrize("case", list(CASES))
 def test_exports_on_two_processes(data_dir, tmp_path, case):
     weights, kw = CASES[case]
     metrics, preds = reference(data_dir, case)
