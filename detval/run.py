@@ -367,6 +367,9 @@ def mosaic_source(inputs: RunInputs, images: ImageResults) -> MosaicSource | Non
             return None
         for i, rec in zip(wanted, single_class(found) if prep.single_cls else found):
             records[i] = rec
+    elif not inputs.done:  # every image was decoded by this run, which said what its decoder said: once is enough
+        records = [replace(records[i], decode_reported=True) if i in set(wanted) else records[i]
+                   for i in range(len(records))]
     offsets = images.det_offsets()
     rows = torch.cat([images.det.boxes, images.det.conf[:, None], images.det.cls[:, None]], 1).numpy()
     ids = set(wanted)
