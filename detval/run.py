@@ -358,6 +358,7 @@ def mosaic_source(inputs: RunInputs, images: ImageResults) -> MosaicSource | Non
     prep = inputs.prep
     batches = [prep.plan.batch(b) for b in range(min(MOSAIC_BATCHES, prep.plan.n_batches))]
     wanted = sorted({i for batch in batches for i in batch})
+    ids = set(wanted)
     records = list(prep.records)
     if inputs.loaded is None:  # a raw cache's manifest holds no labels: read them again
         try:
@@ -367,9 +368,10 @@ def mosaic_source(inputs: RunInputs, images: ImageResults) -> MosaicSource | Non
             return None
         for i, rec in zip(wanted, single_class(found) if prep.single_cls else found):
             records[i] = rec
+    elif not inputs.done:  # every image was decoded by this run, which said what its decoder said: once is enough
+        records = [replace(r, decode_reported=True) if i in ids else r for i, r in enumerate(records)]
     offsets = images.det_offsets()
     rows = torch.cat([images.det.boxes, images.det.conf[:, None], images.det.cls[:, None]], 1).numpy()
-    ids = set(wanted)
     detections = {i: rows[offsets[k]:offsets[k + 1]] for k, i in enumerate(images.image_ids.tolist()) if i in ids}
     return MosaicSource(dataset_for(replace(prep, records=records)), batches, detections)
 

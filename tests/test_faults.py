@@ -235,9 +235,14 @@ def test_decoder_warnings_name_the_file_once(data_dir, tmp_path, capfd):
     (folder / "exif1.jpg").write_bytes(_with_corrupt_exif(jpeg))
     (folder / "exif2.jpg").write_bytes(_with_corrupt_exif(jpeg))
     (folder / "cut.jpg").write_bytes(jpeg[: len(jpeg) * 2 // 3])
-    r = validate(_cfg(data_dir, yaml, tmp_path, workers=1))
+    flipped = bytearray(jpeg)  # whole, end marker in place: PIL's verify passes it, libjpeg complains on decode
+    flipped[len(jpeg) // 2:len(jpeg) // 2 + 40] = b"\x00\xff" * 20
+    (folder / "flipped.jpg").write_bytes(bytes(flipped))
+    r = validate(_cfg(data_dir, yaml, tmp_path, workers=1, plots=True))  # the mosaics read the images again
     err = capfd.readouterr().err
-    assert r.images == 4 and [e.file for e in r.excluded] == [str(folder / "cut.jpg")]
+    assert r.images == 5 and [e.file for e in r.excluded] == [str(folder / "cut.jpg")]
+    assert f"WARNING ⚠️ {folder / 'flipped.jpg'}: Corrupt JPEG data: bad Huffman code" in err
+    assert err.count("Corrupt JPEG data") == 1, err  # not again when the mosaics read it
     for name in ("exif1.jpg", "exif2.jpg"):
         assert err.count(f"val: WARNING ⚠️ {folder / name}: Corrupt EXIF data. Expecting to read 12 bytes") == 1
     lines = [line for line in err.splitlines() if "Premature end of JPEG file" in line]
