@@ -23,6 +23,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from detval.coco.fork_map import fork_map
 from detval.coco.format import CocoDetections, CocoGroundTruth
 
 # det_status codes
@@ -556,7 +557,7 @@ def _accumulate(ev: _Evaluated, params: CocoParams) -> CocoAccumulated:
     is_special[ev.special] = True
     # everything from here on in sorted order; a category is the slice bounds[k]:bounds[k + 1]
     rank, score, special = ev.rows["det_rank"][sel], ev.rows["det_score"][sel], is_special[sel]
-    plain_fp = (~ev.outside[sel] & ~special[:, None]).T                     # [A, N]
+    plain_fp = np.ascontiguousarray((~ev.outside[sel] & ~special[:, None]).T)   # [A, N], rows contiguous for cumsum
     sp_pos = np.flatnonzero(special)
     sp_status = ev.special_status[np.searchsorted(ev.special, sel[sp_pos])]  # [S, A, T]
     sp_bounds = np.searchsorted(sp_pos, bounds)
@@ -657,11 +658,18 @@ def per_class_ap(acc: CocoAccumulated) -> dict[int, float]:
     return out
 
 
-def coco_evaluate(gt: CocoGroundTruth, dets: CocoDetections, img_ids=None, cat_ids=None) -> CocoResult:
+def coco_evaluate(gt: CocoGroundTruth, dets: CocoDetections, img_ids=None, cat_ids=None,
+                  workers: int = 1) -> CocoResult:
     """evaluate_images + accumulate + summarize, as COCOeval(gt, loadRes(dets), 'bbox') with params.imgIds /
-    params.catIds set to img_ids / cat_ids when given."""
+    params.catIds set to img_ids / cat_ids when given. workers > 1: every workers-th category is evaluated and
+    accumulated in its own forked process (categories are independent: the same numbers)."""
     params = CocoParams.for_gt(gt, cat_ids)
-    acc = _accumulate(_evaluate(gt, dets, img_ids, params), params)
+    shares = category_shares(params, max(1, min(workers, len(params.cat_ids))))
+
+    def share(i: int) -> CocoAccumulated:
+        return _accumulate(_evaluate(gt, dets, img_ids, shares[i]), shares[i])
+
+    acc = share(0) if len(shares) == 1 else join_categories(params, fork_map(share, len(shares)))
     return CocoResult(stats=summarize(acc), per_class_ap=per_class_ap(acc), accumulated=acc)
 
 

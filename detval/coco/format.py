@@ -198,17 +198,19 @@ def _ground_truth(cols: GroundTruthColumns, source: str) -> CocoGroundTruth:
     return gt
 
 
-def load_coco_dets(path_or_list: str | Path | Sequence[Mapping], gt: CocoGroundTruth) -> CocoDetections:
+def load_coco_dets(path_or_list: str | Path | Sequence[Mapping], gt: CocoGroundTruth,
+                   workers: int = 1) -> CocoDetections:
     """Read a COCO results list [{"image_id", "category_id", "bbox": [x, y, w, h], "score"}, ...].
 
     Every image_id must be one of gt's images (pycocotools' loadRes asserts the same); category ids must be
     integers, scores and boxes finite, widths and heights >= 0. An empty list gives no detections (pycocotools
-    would crash on it). A file of numeric records is read straight into columns (coco/json_columns.py).
+    would crash on it). A file of numeric records is read straight into columns (coco/json_columns.py), in
+    `workers` processes side by side.
     """
     if isinstance(path_or_list, (str, Path)):
         _check_file(path_or_list, "detections")
         try:
-            cols = read_detection_columns(path_or_list)
+            cols = read_detection_columns(path_or_list, workers=workers)
         except NotFast:
             pass
         else:
@@ -234,13 +236,28 @@ def _numeric_image_index(gt: CocoGroundTruth, ids: np.ndarray, source: str) -> n
     if gt.image_ids.dtype != np.int64:
         index = gt.image_index(ids.tolist())
     else:
-        whole = (ids == np.rint(ids)) & (np.abs(ids) < EXACT_INT)
-        as_int = np.where(whole, ids, 0).astype(np.int64)
-        pos = np.minimum(np.searchsorted(gt.image_ids, as_int), max(len(gt.image_ids) - 1, 0))
-        found = whole & (gt.image_ids[pos] == as_int) if len(gt.image_ids) else np.zeros(len(ids), bool)
-        index = np.where(found, pos, -1)
+        index = _integer_lookup(gt.image_ids, ids)
     _check_known_images(source, index, ids, gt)
     return index
+
+
+def _integer_lookup(sorted_ids: np.ndarray, values: np.ndarray, max_table: int = 1 << 24) -> np.ndarray:
+    """Position of each float64 value [N] in the sorted unique int64 ids [I], -1 where it is not one of them
+    (or not an integer). A table indexed by id when the ids span at most max_table (COCO's do: < 600k), a binary
+    search otherwise. -> int64 [N]."""
+    if not len(sorted_ids):
+        return np.full(len(values), -1, np.int64)
+    lo, hi = int(sorted_ids[0]), int(sorted_ids[-1])
+    if hi - lo < max_table:
+        table = np.full(hi - lo + 3, -1, np.int64)          # slots 0 and -1 catch everything outside the range
+        table[sorted_ids - lo + 1] = np.arange(len(sorted_ids))
+        whole = values == np.floor(values)                  # NaN compares unequal: not whole
+        slot = np.clip(np.where(whole, values, lo - 1) - (lo - 1), 0, hi - lo + 2)
+        return table[slot.astype(np.int64)]
+    whole = (values == np.rint(values)) & (np.abs(values) < EXACT_INT)
+    as_int = np.where(whole, values, 0).astype(np.int64)
+    pos = np.minimum(np.searchsorted(sorted_ids, as_int), len(sorted_ids) - 1)
+    return np.where(whole & (sorted_ids[pos] == as_int), pos, -1)
 
 
 def _check_known_images(source: str, image_index: np.ndarray, img_ids, gt: CocoGroundTruth) -> None:
