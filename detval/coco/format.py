@@ -307,7 +307,6 @@ def coco_boxes_and_scores(boxes_xyxy, scores) -> tuple[np.ndarray, np.ndarray]:
     boxes_xyxy: [N, 4] (x1, y1, x2, y2) native pixels; scores: [N]; numpy arrays or CPU tensors. The arithmetic
     runs in the boxes' own dtype, so pass float32 (as YOLOv5's predn) for identical output: center =
     (x1 + x2) / 2, size = x2 - x1, corner = center - size / 2, then Python round(., 3); score round(., 5).
-    Python's round, not np.round: they differ in the last bit for some values, and the JSON must be YOLOv5's.
     """
     b = np.asarray(boxes_xyxy)
     if b.ndim != 2 or b.shape[1] != 4:
@@ -316,8 +315,20 @@ def coco_boxes_and_scores(boxes_xyxy, scores) -> tuple[np.ndarray, np.ndarray]:
     center = (b[:, :2] + b[:, 2:]) / two
     size = b[:, 2:] - b[:, :2]
     xywh = np.concatenate([center - size / two, size], axis=1)
-    boxes = np.array([round(x, 3) for x in xywh.ravel().tolist()], dtype=np.float64).reshape(-1, 4)
-    return boxes, np.array([round(s, 5) for s in np.asarray(scores).tolist()], dtype=np.float64)
+    return round_like_python(xywh, 3), round_like_python(np.asarray(scores), 5)
+
+
+def round_like_python(x: np.ndarray, decimals: int) -> np.ndarray:
+    """[round(v, decimals) for v in x.tolist()] as float64, same shape.
+
+    For float32 x, vectorized: v * 10 ** decimals is exact in float64 (24 + 17 bits at most for decimals <= 5),
+    rint rounds that exact value half to even as Python's round does, and dividing the integer by 10 **
+    decimals gives the double nearest the decimal, as Python's round returns it. Other dtypes: Python's round
+    itself (np.round differs in the last bit for some values)."""
+    if x.dtype == np.float32 and 0 <= decimals <= 5:
+        scale = float(10 ** decimals)
+        return np.rint(x.astype(np.float64) * scale) / scale
+    return np.array([round(v, decimals) for v in x.ravel().tolist()], dtype=np.float64).reshape(x.shape)
 
 
 def yolo_detections_to_coco(path_stem: str, boxes_xyxy, scores, classes, class_map: Sequence[int]) -> list[dict]:

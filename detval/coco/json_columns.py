@@ -13,6 +13,7 @@ repr), assembled from per-value strings with numpy fancy indexing instead of one
 """
 from __future__ import annotations
 
+import functools
 import mmap
 import os
 import re
@@ -282,3 +283,119 @@ def _gt_columns(data: _GtFile, anns: list[_GtAnnotation]) -> GroundTruthColumns:
         ann_boxes=np.array([a.bbox for a in anns], np.float64).reshape(-1, 4),
         ann_area=np.array([a.area for a in anns], np.float64),
         ann_crowd=np.array([a.iscrowd != 0 for a in anns], bool))
+
+
+# ---- writing: a results list as json.dump writes it, from columns ----------------------------------------------
+
+WRITE_ROWS = 1 << 16            # records formatted at once (about 6 MB of text matrix)
+TABLE_INTS = 10 ** 6            # integer parts (and category ids) written through a table: below this
+
+
+@functools.lru_cache(maxsize=None)
+def _int_table() -> np.ndarray:
+    """str(k) for k < TABLE_INTS, right-aligned in 6 bytes, leading 0 bytes (filler that _compact drops)."""
+    k = np.arange(TABLE_INTS)
+    text = (np.stack([k // 10 ** p % 10 for p in range(5, -1, -1)], axis=1) + ord("0")).astype(np.uint8)
+    n_digits = 1 + sum((k >= 10 ** p).astype(np.int64) for p in range(1, 6))
+    text *= np.arange(6)[None, :] >= (6 - n_digits)[:, None]
+    return text
+
+
+@functools.lru_cache(maxsize=None)
+def _frac_table(decimals: int) -> np.ndarray:
+    """'.' + the decimals of f / 10 ** decimals for f < 10 ** decimals, trailing zeros dropped (one kept), then
+    0 bytes. -> uint8 [10 ** decimals, decimals + 1]."""
+    rows = [("." + (f"{f:0{decimals}d}".rstrip("0") or "0")).ljust(decimals + 1, "\0").encode()
+            for f in range(10 ** decimals)]
+    return np.frombuffer(b"".join(rows), np.uint8).reshape(-1, decimals + 1)
+
+
+def _text(s: str, n: int) -> np.ndarray:
+    return np.broadcast_to(np.frombuffer(s.encode(), np.uint8), (n, len(s)))
+
+
+def _sign(negative: np.ndarray) -> np.ndarray:
+    return (negative * ord("-")).astype(np.uint8)[:, None]
+
+
+def _int_field(v: np.ndarray) -> np.ndarray | None:
+    """int64 [n] (0 <= v < TABLE_INTS) -> str(v) (filler 0 bytes), as few columns as the largest needs; None for
+    other values."""
+    if not len(v):
+        return np.zeros((0, 1), np.uint8)
+    if not (v.min() >= 0 and v.max() < TABLE_INTS):
+        return None
+    return _int_table()[v, 6 - len(str(int(v.max()))):]
+
+
+def _float_field(x: np.ndarray, decimals: int) -> np.ndarray | None:
+    """float64 [n] that are round(., decimals) results -> repr(x) text (filler 0 bytes); None when some value
+    is outside what this covers (|x| >= TABLE_INTS, decimals > 5, or not so rounded).
+
+    x is the double nearest to r / 10 ** decimals for an integer r; that decimal, trailing zeros dropped, reads
+    back as x and no shorter or nearer decimal does (every other one with as many digits is 10 ** -decimals
+    away, far beyond half an ulp below 1e6), so it is repr(x); below 1e-4 repr writes it as '5e-05'."""
+    scale = 10 ** decimals
+    r = np.rint(x * scale)
+    if decimals > 5 or not (np.abs(r) < TABLE_INTS * scale).all() or not (r / scale == x).all():
+        return None
+    a = np.abs(r).astype(np.int64)
+    whole = a // scale
+    negative = np.signbit(x)
+    out = np.concatenate(([_sign(negative)] if negative.any() else []) +
+                         [_int_field(whole), _frac_table(decimals)[a - whole * scale]], axis=1)
+    tiny = np.flatnonzero((a > 0) & (a < 10 ** (decimals - 4)))   # one digit (decimals 5): '-'? 'd' 'e-05'
+    if len(tiny):
+        out = np.concatenate([np.zeros((len(a), 1), np.uint8), out], axis=1)   # room for '-' 'd' 'e-05'
+        out[tiny] = 0
+        out[tiny, -5] = ord("0") + a[tiny]
+        out[tiny, -4:] = np.frombuffer(f"e-{decimals:02d}".encode(), np.uint8)
+        out[tiny, -6] = negative[tiny] * ord("-")
+    return out
+
+
+def _compact(matrix: np.ndarray) -> bytes:
+    return matrix.tobytes().translate(None, b"\0")
+
+
+def results_text(image_texts: list[str], image: np.ndarray, category: np.ndarray, boxes: np.ndarray,
+                 scores: np.ndarray, rows: int = WRITE_ROWS):
+    """The text json.dump(results, f) writes for results[i] = {"image_id": ids[image[i]], "category_id":
+    category[i], "bbox": boxes[i].tolist(), "score": scores[i]}, in pieces (bytes).
+
+    image_texts[j]: json.dumps of image j's id; image [N] int64; category [N] int64; boxes [N, 4] float64 as
+    round(., 3) leaves them, scores [N] float64 as round(., 5) leaves them. Rows with other values are written
+    by json.dumps itself (same text, slower)."""
+    width = max((len(t.encode()) for t in image_texts), default=1)
+    ids = np.zeros((len(image_texts), width), np.uint8)
+    for j, t in enumerate(image_texts):
+        ids[j, width - len(t.encode()):] = np.frombuffer(t.encode(), np.uint8)
+    yield b"["
+    for start in range(0, len(scores), rows):
+        part = slice(start, start + rows)
+        yield _record_text(ids, image[part], category[part], boxes[part], scores[part], image_texts)[
+            2 if start == 0 else 0:]
+    yield b"]"
+
+
+def _record_text(ids: np.ndarray, image, category, boxes, scores, image_texts) -> bytes:
+    """', ' + one record's JSON for each row, joined."""
+    n = len(scores)
+    fields = [_int_field(category)] + [_float_field(boxes[:, j], 3) for j in range(4)] + [_float_field(scores, 5)]
+    if any(f is None for f in fields):
+        import json
+        return b"".join(b", " + json.dumps({"image_id": json.loads(image_texts[i]), "category_id": c, "bbox": b,
+                                             "score": s}).encode()
+                        for i, c, b, s in zip(image.tolist(), category.tolist(), boxes.tolist(), scores.tolist()))
+    cat, b0, b1, b2, b3, score = fields
+    return _compact(np.concatenate([
+        _text(', {"image_id": ', n), ids[image], _text(', "category_id": ', n), cat,
+        _text(', "bbox": [', n), b0, _text(", ", n), b1, _text(", ", n), b2, _text(", ", n), b3,
+        _text('], "score": ', n), score, _text("}", n)], axis=1))
+
+
+def write_results(path: str | Path, image_texts: list[str], image, category, boxes, scores) -> None:
+    """results_text into a file: the bytes val.py's json.dump writes for these detections."""
+    with open(path, "wb") as f:
+        for piece in results_text(image_texts, image, category, boxes, scores):
+            f.write(piece)

@@ -15,9 +15,9 @@ import torch
 
 from detval.coco.evaluate import (CocoAccumulated, PerImageEval, accumulate, category_shares, evaluate_images,
                                   format_summary, join_categories, per_class_ap, select_categories, summarize)
-from detval.coco.format import CocoDetections, per_class_by_name, save_detections_json
+from detval.coco.format import CocoDetections, per_class_by_name
 from detval.coco.ground_truth import CocoGt
-from detval.coco.predictions import CocoRows, coco_rows, predictions_json
+from detval.coco.predictions import CocoRows, coco_rows, predictions_json, write_predictions_json
 from detval.distributed.comm import Comm
 from detval.evaluation.records import ImageBatch, cat_rows
 
@@ -91,10 +91,9 @@ class CocoEvaluator:
         gt, rows = self.gt, self.rows
         if not len(rows.scores):
             return None
-        jdict = predictions_json(gt, rows)
         label = "COCO (detval)" if gt.backend == "detval" else gt.backend
         say(f"\nEvaluating {label} mAP... saving {pred_json}...")
-        save_detections_json(pred_json, jdict)
+        write_predictions_json(pred_json, gt, rows)
         if gt.note:
             say(gt.note)
         if gt.backend == "detval":
@@ -106,6 +105,7 @@ class CocoEvaluator:
                 say("WARNING: no detection is on an image of the COCO ground truth; COCO metrics skipped")
                 return None
             evaluated = [gt.record_ids[i] for i in self.image_ids.tolist() if gt.record_index[i] >= 0]
+            jdict = predictions_json(gt, rows)
             result = reference_evaluate(gt.backend, gt.source, [d for d, k in zip(jdict, in_gt.tolist()) if k],
                                         img_ids=evaluated)
             stats, per_class = result.stats, result.per_class_ap
