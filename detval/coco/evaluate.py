@@ -5,6 +5,7 @@ The phases are pycocotools' own, each a pure function:
     merge([PerImageEval, ...]) -> PerImageEval                    parts from disjoint image sets, e.g. from ranks
     accumulate(per_image, params) -> CocoAccumulated              precision/recall/scores [T, R, K, A, M]
     summarize(accumulated) -> stats [12]                          the 12 numbers COCOeval.summarize prints
+accumulate_images() runs the first and third on a compact form (and over forked processes by category);
 coco_evaluate() runs them all. Boxes are COCO xywh in pixels (see detval.coco.format).
 
 Parity notes (each reproduces pycocotools 2.0.x, cocoeval.py / maskApi.c):
@@ -666,18 +667,25 @@ def per_class_ap(acc: CocoAccumulated) -> dict[int, float]:
     return out
 
 
-def coco_evaluate(gt: CocoGroundTruth, dets: CocoDetections, img_ids=None, cat_ids=None,
-                  workers: int = 1) -> CocoResult:
-    """evaluate_images + accumulate + summarize, as COCOeval(gt, loadRes(dets), 'bbox') with params.imgIds /
-    params.catIds set to img_ids / cat_ids when given. workers > 1: every workers-th category is evaluated and
-    accumulated in its own forked process (categories are independent: the same numbers)."""
-    params = CocoParams.for_gt(gt, cat_ids)
+def accumulate_images(gt: CocoGroundTruth, dets: CocoDetections, img_ids, params: CocoParams,
+                      workers: int = 1) -> CocoAccumulated:
+    """accumulate(evaluate_images(gt, dets, img_ids, params), params) without the per-image statuses in
+    between. workers > 1: every workers-th category is evaluated and accumulated in its own forked process
+    (categories are independent: the same numbers)."""
     shares = category_shares(params, max(1, min(workers, len(params.cat_ids))))
 
     def share(i: int) -> CocoAccumulated:
         return _accumulate(_evaluate(gt, dets, img_ids, shares[i]), shares[i])
 
-    acc = share(0) if len(shares) == 1 else join_categories(params, fork_map(share, len(shares)))
+    return share(0) if len(shares) == 1 else join_categories(params, fork_map(share, len(shares)))
+
+
+def coco_evaluate(gt: CocoGroundTruth, dets: CocoDetections, img_ids=None, cat_ids=None,
+                  workers: int = 1) -> CocoResult:
+    """evaluate_images + accumulate + summarize, as COCOeval(gt, loadRes(dets), 'bbox') with params.imgIds /
+    params.catIds set to img_ids / cat_ids when given; workers as accumulate_images."""
+    params = CocoParams.for_gt(gt, cat_ids)
+    acc = accumulate_images(gt, dets, img_ids, params, workers)
     return CocoResult(stats=summarize(acc), per_class_ap=per_class_ap(acc), accumulated=acc)
 
 

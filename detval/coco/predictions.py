@@ -34,10 +34,11 @@ def coco_rows(class_map: list[int], record: np.ndarray, boxes_xyxy: np.ndarray, 
     return CocoRows(record, np.asarray(class_map, dtype=np.int64)[cls.astype(np.int64)], boxes, scores)
 
 
-def write_predictions_json(path: str | Path, gt: CocoGt, rows: CocoRows) -> None:
+def write_predictions_json(path: str | Path, gt: CocoGt, rows: CocoRows, workers: int = 1) -> None:
     """The file val.py writes (json.dump of predictions_json(gt, rows): the same bytes), formatted from the
-    columns without a dict per detection."""
-    write_results(path, [json.dumps(i) for i in gt.record_ids], rows.record, rows.category, rows.boxes, rows.scores)
+    columns without a dict per detection, in `workers` forked processes."""
+    write_results(path, [json.dumps(i) for i in gt.record_ids], rows.record, rows.category, rows.boxes, rows.scores,
+                  workers)
 
 
 def predictions_json(gt: CocoGt, rows: CocoRows) -> list[dict]:
