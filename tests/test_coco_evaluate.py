@@ -47,6 +47,12 @@ def test_matches_pycocotools(synth):
     assert_same_result(coco_evaluate(gt, dets), reference_evaluate("pycocotools", gt_dict, dets_list))
 
 
+@pytest.mark.parametrize("workers", [2, 3])
+def test_categories_split_over_forked_workers_give_the_same_result(synth, workers):
+    gt_dict, dets_list, gt, dets = synth
+    assert_same_result(coco_evaluate(gt, dets, workers=workers), reference_evaluate("pycocotools", gt_dict, dets_list))
+
+
 def test_matches_pycocotools_with_img_and_cat_restriction(synth):
     gt_dict, dets_list, gt, dets = synth
     unknown = "no such image" if isinstance(gt_dict["images"][0]["id"], str) else 10 ** 9
@@ -251,15 +257,22 @@ def test_cocoeval_command(tmp_path, capsys):
     rc, out_uf, _ = _cocoeval_cli(capsys, tmp_path / "gt.json", tmp_path / "dt.json", "--backend", "ultrafast")
     assert rc == 0 and out_uf == format_summary(ref.stats) + "\n"
 
+    rc, out_w, _ = _cocoeval_cli(capsys, tmp_path / "gt.json", tmp_path / "dt.json", "--json", "--workers", "3")
+    assert rc == 0 and out_w == _cocoeval_cli(capsys, tmp_path / "gt.json", tmp_path / "dt.json", "--json")[1]
+    rc, _, err = _cocoeval_cli(capsys, tmp_path / "gt.json", tmp_path / "dt.json", "--workers", "-1")
+    assert rc == 2 and "--workers" in err
 
-@pytest.mark.parametrize("backend", ["detval", "pycocotools", "faster-coco-eval", "ultrafast"])
+
+@pytest.mark.parametrize("backend, workers", [("detval", "1"), ("detval", "2"), ("pycocotools", "2"),
+                                             ("faster-coco-eval", "1"), ("ultrafast", "1")])
 @pytest.mark.parametrize("dets, message", [
     ('{"image_id": 1}', "must be a JSON list of objects, not dict"),
     ('[{"image_id": 99, "category_id": 3, "bbox": [0, 0, 1, 1], "score": 0.5}]', "not in .*image_id 99"),
     ('[{"image_id": 1, "category_id": 3, "bbox": [0, 0, 1, 1], "score": NaN}]', "score nan"),
     ('[{"image_id": 1, "category_id": 3, "bbox": [0, 0, -2, 1], "score": 0.5}]', "negative width or height"),
 ])
-def test_cocoeval_bad_input_is_one_line_and_exit_2_for_every_backend(tmp_path, capsys, backend, dets, message):
+def test_cocoeval_bad_input_is_one_line_and_exit_2_for_every_backend(tmp_path, capsys, backend, workers, dets,
+                                                                      message):
     import json
     import re
 
@@ -267,7 +280,8 @@ def test_cocoeval_bad_input_is_one_line_and_exit_2_for_every_backend(tmp_path, c
                                                   "annotations": [{"id": 1, "image_id": 1, "category_id": 3,
                                                                    "bbox": [0, 0, 5, 5], "area": 25}]}))
     (tmp_path / "dt.json").write_text(dets)
-    rc, out, err = _cocoeval_cli(capsys, tmp_path / "gt.json", tmp_path / "dt.json", "--backend", backend)
+    rc, out, err = _cocoeval_cli(capsys, tmp_path / "gt.json", tmp_path / "dt.json", "--backend", backend,
+                                 "--workers", workers)
     assert rc == 2 and out == "" and len(err.strip().splitlines()) == 1 and re.search(message, err), err
 
 

@@ -275,3 +275,19 @@ def test_ground_truth_fast_path_equals_general_path(tmp_path):
     assert b.category_names[gt_dict["categories"][0]["id"]] == str(gt_dict["categories"][0]["id"])
     (tmp_path / "none.json").write_text(json.dumps({k: v for k, v in gt_dict.items() if k != "annotations"}))
     assert len(load_coco_gt(tmp_path / "none.json").ann_ids) == 0
+
+
+def test_round_like_python_is_pythons_round():
+    """Vectorized for float32 (val.py's predn): every value, ties and signs included, as round(v, 3 / 5)."""
+    from detval.coco.format import round_like_python
+
+    rng = np.random.default_rng(0)
+    x = np.concatenate([(rng.random(200_000) * 700 - 50).astype(np.float32),
+                        rng.integers(0, 2 ** 31, 50_000).astype(np.uint32).view(np.float32),
+                        (np.arange(-4000, 4000) / 2048).astype(np.float32),    # exact halves: ties to even
+                        np.array([0.0005, 0.0015, -0.0005, 2.5e-6, 1e30, -0.0], np.float32)])
+    x = x[np.isfinite(x)]
+    for d in (3, 5):
+        assert round_like_python(x, d).tobytes() == np.array([round(v, d) for v in x.tolist()]).tobytes()
+    y = np.array([0.1 + 0.2, 2.675, -1.0005])                  # float64: Python's round itself
+    assert round_like_python(y, 3).tolist() == [round(v, 3) for v in y.tolist()]

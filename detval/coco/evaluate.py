@@ -5,6 +5,7 @@ The phases are pycocotools' own, each a pure function:
     merge([PerImageEval, ...]) -> PerImageEval                    parts from disjoint image sets, e.g. from ranks
     accumulate(per_image, params) -> CocoAccumulated              precision/recall/scores [T, R, K, A, M]
     summarize(accumulated) -> stats [12]                          the 12 numbers COCOeval.summarize prints
+accumulate_images() runs the first and third on a compact form (and over forked processes by category);
 coco_evaluate() runs them all. Boxes are COCO xywh in pixels (see detval.coco.format).
 
 Parity notes (each reproduces pycocotools 2.0.x, cocoeval.py / maskApi.c):
@@ -23,6 +24,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from detval.coco.fork_map import fork_map
 from detval.coco.format import CocoDetections, CocoGroundTruth
 
 # det_status codes
@@ -194,7 +196,11 @@ def order_by_group_then_rank(group: np.ndarray, rank: np.ndarray) -> np.ndarray:
         return np.zeros(0, np.int64)
     bits_n, bits_r = int(n - 1).bit_length(), int(rank.max()).bit_length()
     if group.min() >= 0 and int(group.max()).bit_length() + bits_r + bits_n <= 63:
-        key = (group << (bits_r + bits_n)) | (rank << bits_n) | np.arange(n)
+        key = np.left_shift(group, bits_r + bits_n)      # in place from here: three [N] arrays at most
+        shifted = np.left_shift(rank, bits_n)
+        key |= shifted
+        del shifted
+        key |= np.arange(n)
         key.sort()
         key &= (1 << bits_n) - 1
         return key
@@ -223,7 +229,7 @@ def _ragged_arange(counts: np.ndarray) -> np.ndarray:
     return np.arange(ends[-1] if len(ends) else 0) - np.repeat(ends - counts, counts)
 
 
-def _candidate_pairs(det_key, boxes, det_row, gt_key, gt_box, gt_crowd, min_iou, chunk_pairs=1 << 19):
+def _candidate_pairs(det_key, boxes, det_row, gt_key, gt_box, gt_crowd, min_iou, chunk_pairs=1 << 17):
     """All (detection, GT) pairs of the same (image, category) with IoU >= min_iou.
 
     det_key [D], gt_key [G]: sorted int64 group keys; detection i's box is boxes[det_row[i]], GT j's gt_box[j],
@@ -552,37 +558,41 @@ def _accumulate(ev: _Evaluated, params: CocoParams) -> CocoAccumulated:
     # in image order, then rank: pycocotools' mergesort over its image-ordered concatenation
     sel = sel[order_by_group_then_rank(dk[sel], ev.score_rank[sel])]
     bounds = np.searchsorted(dk[sel], np.arange(K + 1))
-    is_special = np.zeros(len(dk), bool)
-    is_special[ev.special] = True
+    del dk, d_ok
+    special = np.zeros(len(ev.outside), bool)
+    special[ev.special] = True
     # everything from here on in sorted order; a category is the slice bounds[k]:bounds[k + 1]
-    rank, score, special = ev.rows["det_rank"][sel], ev.rows["det_score"][sel], is_special[sel]
-    plain_fp = (~ev.outside[sel] & ~special[:, None]).T                     # [A, N]
+    rank, special = ev.rows["det_rank"][sel], special[sel]
+    plain_fp = np.ascontiguousarray((~ev.outside[sel] & ~special[:, None]).T)   # [A, N], rows contiguous for cumsum
     sp_pos = np.flatnonzero(special)
+    del special
     sp_status = ev.special_status[np.searchsorted(ev.special, sel[sp_pos])]  # [S, A, T]
+    sp_score = ev.rows["det_score"][sel[sp_pos]]
     sp_bounds = np.searchsorted(sp_pos, bounds)
     with_gt = [k for k in range(K) if (n_gt[k] > 0).any()]
     c_min = {k: _min_count_reaching(params.rec_thrs, n_gt[k, n_gt[k] > 0])[:, None, :] for k in with_gt}
     plain_fp_before = np.zeros((A, len(sel) + 1), dtype=np.int32)
     for m, max_det in enumerate(params.max_dets):
         keep = rank < max_det
-        kept_before = np.r_[0, np.cumsum(keep)]                             # [N + 1]
         np.cumsum(plain_fp & keep, axis=1, out=plain_fp_before[:, 1:])
         for k in with_gt:
             b0, b1 = bounds[k], bounds[k + 1]
+            first_kept = b0 + int(np.argmax(keep[b0:b1])) if b1 > b0 else b0
             in_k = slice(sp_bounds[k], sp_bounds[k + 1])
             kept = keep[sp_pos[in_k]]
-            _accumulate_category(out, k, m, n_gt[k], c_min[k], kept_before[b1] > kept_before[b0],
+            _accumulate_category(out, k, m, n_gt[k], c_min[k], b1 > b0 and bool(keep[first_kept]),
                                  sp_pos[in_k][kept], sp_status[in_k][kept], plain_fp_before, b0,
-                                 score, b0 + int(np.argmax(keep[b0:b1])) if b1 > b0 else b0)
+                                 sp_score[in_k][kept], ev.rows["det_score"][sel[first_kept]] if b1 > b0 else 0.0)
     return out
 
 
 def _accumulate_category(out: CocoAccumulated, k: int, m: int, n_gt: np.ndarray, c_min: np.ndarray,
                          any_kept: bool, mine: np.ndarray, status: np.ndarray, plain_fp_before: np.ndarray,
-                         b0: int, score: np.ndarray, first_kept: int) -> None:
+                         b0: int, mine_score: np.ndarray, first_score: float) -> None:
     """Fill out's entries of category k, budget m. n_gt [A]; mine [C]: the category's kept special detections
-    (sorted positions), status [C, A, T]; plain_fp_before [A, N + 1]; b0: the category's first position;
-    first_kept: its first kept detection (recall threshold 0 is reached there, whatever it is)."""
+    (sorted positions), status [C, A, T], mine_score [C]; plain_fp_before [A, N + 1]; b0: the category's first
+    position; first_score: the score of its first kept detection (recall threshold 0 is reached there, whatever
+    it is)."""
     areas = np.flatnonzero(n_gt > 0)
     if not any_kept:                                                    # no detections: recall and precision 0
         out.recall[:, k, areas, m] = out.precision[:, :, k, areas, m] = out.scores[:, :, k, areas, m] = 0
@@ -590,8 +600,8 @@ def _accumulate_category(out: CocoAccumulated, k: int, m: int, n_gt: np.ndarray,
     st = status[:, areas].transpose(1, 2, 0)                            # [a, T, C]
     fp_plain = plain_fp_before[areas[:, None], mine] - plain_fp_before[areas, b0][:, None]
     rc_end, q, j, reached = _curve(st, fp_plain, n_gt[areas], c_min)
-    picked = score[mine][np.minimum(j, len(mine) - 1)] if len(mine) else np.zeros(j.shape)
-    ss = np.where(c_min == 0, score[first_kept], np.where(reached, picked, 0.0))
+    picked = mine_score[np.minimum(j, len(mine) - 1)] if len(mine) else np.zeros(j.shape)
+    ss = np.where(c_min == 0, first_score, np.where(reached, picked, 0.0))
     out.recall[:, k, areas, m] = rc_end.T
     out.precision[:, :, k, areas, m] = q.transpose(1, 2, 0)
     out.scores[:, :, k, areas, m] = ss.transpose(1, 2, 0)
@@ -657,11 +667,25 @@ def per_class_ap(acc: CocoAccumulated) -> dict[int, float]:
     return out
 
 
-def coco_evaluate(gt: CocoGroundTruth, dets: CocoDetections, img_ids=None, cat_ids=None) -> CocoResult:
+def accumulate_images(gt: CocoGroundTruth, dets: CocoDetections, img_ids, params: CocoParams,
+                      workers: int = 1) -> CocoAccumulated:
+    """accumulate(evaluate_images(gt, dets, img_ids, params), params) without the per-image statuses in
+    between. workers > 1: every workers-th category is evaluated and accumulated in its own forked process
+    (categories are independent: the same numbers)."""
+    shares = category_shares(params, max(1, min(workers, len(params.cat_ids))))
+
+    def share(i: int) -> CocoAccumulated:
+        return _accumulate(_evaluate(gt, dets, img_ids, shares[i]), shares[i])
+
+    return share(0) if len(shares) == 1 else join_categories(params, fork_map(share, len(shares)))
+
+
+def coco_evaluate(gt: CocoGroundTruth, dets: CocoDetections, img_ids=None, cat_ids=None,
+                  workers: int = 1) -> CocoResult:
     """evaluate_images + accumulate + summarize, as COCOeval(gt, loadRes(dets), 'bbox') with params.imgIds /
-    params.catIds set to img_ids / cat_ids when given."""
+    params.catIds set to img_ids / cat_ids when given; workers as accumulate_images."""
     params = CocoParams.for_gt(gt, cat_ids)
-    acc = _accumulate(_evaluate(gt, dets, img_ids, params), params)
+    acc = accumulate_images(gt, dets, img_ids, params, workers)
     return CocoResult(stats=summarize(acc), per_class_ap=per_class_ap(acc), accumulated=acc)
 
 

@@ -198,17 +198,19 @@ def _ground_truth(cols: GroundTruthColumns, source: str) -> CocoGroundTruth:
     return gt
 
 
-def load_coco_dets(path_or_list: str | Path | Sequence[Mapping], gt: CocoGroundTruth) -> CocoDetections:
+def load_coco_dets(path_or_list: str | Path | Sequence[Mapping], gt: CocoGroundTruth,
+                   workers: int = 1) -> CocoDetections:
     """Read a COCO results list [{"image_id", "category_id", "bbox": [x, y, w, h], "score"}, ...].
 
     Every image_id must be one of gt's images (pycocotools' loadRes asserts the same); category ids must be
     integers, scores and boxes finite, widths and heights >= 0. An empty list gives no detections (pycocotools
-    would crash on it). A file of numeric records is read straight into columns (coco/json_columns.py).
+    would crash on it). A file of numeric records is read straight into columns (coco/json_columns.py), in
+    `workers` processes side by side.
     """
     if isinstance(path_or_list, (str, Path)):
         _check_file(path_or_list, "detections")
         try:
-            cols = read_detection_columns(path_or_list)
+            cols = read_detection_columns(path_or_list, workers=workers)
         except NotFast:
             pass
         else:
@@ -234,13 +236,28 @@ def _numeric_image_index(gt: CocoGroundTruth, ids: np.ndarray, source: str) -> n
     if gt.image_ids.dtype != np.int64:
         index = gt.image_index(ids.tolist())
     else:
-        whole = (ids == np.rint(ids)) & (np.abs(ids) < EXACT_INT)
-        as_int = np.where(whole, ids, 0).astype(np.int64)
-        pos = np.minimum(np.searchsorted(gt.image_ids, as_int), max(len(gt.image_ids) - 1, 0))
-        found = whole & (gt.image_ids[pos] == as_int) if len(gt.image_ids) else np.zeros(len(ids), bool)
-        index = np.where(found, pos, -1)
+        index = _integer_lookup(gt.image_ids, ids)
     _check_known_images(source, index, ids, gt)
     return index
+
+
+def _integer_lookup(sorted_ids: np.ndarray, values: np.ndarray, max_table: int = 1 << 24) -> np.ndarray:
+    """Position of each float64 value [N] in the sorted unique int64 ids [I], -1 where it is not one of them
+    (or not an integer). A table indexed by id when the ids span at most max_table (COCO's do: < 600k), a binary
+    search otherwise. -> int64 [N]."""
+    if not len(sorted_ids):
+        return np.full(len(values), -1, np.int64)
+    lo, hi = int(sorted_ids[0]), int(sorted_ids[-1])
+    if hi - lo < max_table:
+        table = np.full(hi - lo + 3, -1, np.int64)          # slots 0 and -1 catch everything outside the range
+        table[sorted_ids - lo + 1] = np.arange(len(sorted_ids))
+        whole = values == np.floor(values)                  # NaN compares unequal: not whole
+        slot = np.clip(np.where(whole, values, lo - 1) - (lo - 1), 0, hi - lo + 2)
+        return table[slot.astype(np.int64)]
+    whole = (values == np.rint(values)) & (np.abs(values) < EXACT_INT)
+    as_int = np.where(whole, values, 0).astype(np.int64)
+    pos = np.minimum(np.searchsorted(sorted_ids, as_int), len(sorted_ids) - 1)
+    return np.where(whole & (sorted_ids[pos] == as_int), pos, -1)
 
 
 def _check_known_images(source: str, image_index: np.ndarray, img_ids, gt: CocoGroundTruth) -> None:
@@ -290,7 +307,6 @@ def coco_boxes_and_scores(boxes_xyxy, scores) -> tuple[np.ndarray, np.ndarray]:
     boxes_xyxy: [N, 4] (x1, y1, x2, y2) native pixels; scores: [N]; numpy arrays or CPU tensors. The arithmetic
     runs in the boxes' own dtype, so pass float32 (as YOLOv5's predn) for identical output: center =
     (x1 + x2) / 2, size = x2 - x1, corner = center - size / 2, then Python round(., 3); score round(., 5).
-    Python's round, not np.round: they differ in the last bit for some values, and the JSON must be YOLOv5's.
     """
     b = np.asarray(boxes_xyxy)
     if b.ndim != 2 or b.shape[1] != 4:
@@ -299,8 +315,20 @@ def coco_boxes_and_scores(boxes_xyxy, scores) -> tuple[np.ndarray, np.ndarray]:
     center = (b[:, :2] + b[:, 2:]) / two
     size = b[:, 2:] - b[:, :2]
     xywh = np.concatenate([center - size / two, size], axis=1)
-    boxes = np.array([round(x, 3) for x in xywh.ravel().tolist()], dtype=np.float64).reshape(-1, 4)
-    return boxes, np.array([round(s, 5) for s in np.asarray(scores).tolist()], dtype=np.float64)
+    return round_like_python(xywh, 3), round_like_python(np.asarray(scores), 5)
+
+
+def round_like_python(x: np.ndarray, decimals: int) -> np.ndarray:
+    """[round(v, decimals) for v in x.tolist()] as float64, same shape.
+
+    For float32 x, vectorized: v * 10 ** decimals is exact in float64 (24 + 17 bits at most for decimals <= 5),
+    rint rounds that exact value half to even as Python's round does, and dividing the integer by 10 **
+    decimals gives the double nearest the decimal, as Python's round returns it. Other dtypes: Python's round
+    itself (np.round differs in the last bit for some values)."""
+    if x.dtype == np.float32 and 0 <= decimals <= 5:
+        scale = float(10 ** decimals)
+        return np.rint(x.astype(np.float64) * scale) / scale
+    return np.array([round(v, decimals) for v in x.ravel().tolist()], dtype=np.float64).reshape(x.shape)
 
 
 def yolo_detections_to_coco(path_stem: str, boxes_xyxy, scores, classes, class_map: Sequence[int]) -> list[dict]:

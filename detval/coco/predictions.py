@@ -1,6 +1,8 @@
-"""Detections as val.py's save_one_json numbers them: the rows of the predictions JSON, rounded once."""
+"""Detections as val.py's save_one_json numbers them: the rows of the predictions JSON, rounded once (on the
+rank that owns the image; rank 0 writes the gathered rows as they are), and the file itself."""
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -8,6 +10,7 @@ import numpy as np
 
 from detval.coco.format import coco_boxes_and_scores
 from detval.coco.ground_truth import CocoGt
+from detval.coco.json_columns import write_results
 
 
 @dataclass(frozen=True, eq=False)
@@ -29,6 +32,13 @@ def coco_rows(class_map: list[int], record: np.ndarray, boxes_xyxy: np.ndarray, 
     float32 [D]) as val.py's save_one_json numbers them; class_map[c]: category id of class c."""
     boxes, scores = coco_boxes_and_scores(boxes_xyxy, conf)
     return CocoRows(record, np.asarray(class_map, dtype=np.int64)[cls.astype(np.int64)], boxes, scores)
+
+
+def write_predictions_json(path: str | Path, gt: CocoGt, rows: CocoRows, workers: int = 1) -> None:
+    """The file val.py writes (json.dump of predictions_json(gt, rows): the same bytes), formatted from the
+    columns without a dict per detection, in `workers` forked processes."""
+    write_results(path, [json.dumps(i) for i in gt.record_ids], rows.record, rows.category, rows.boxes, rows.scores,
+                  workers)
 
 
 def predictions_json(gt: CocoGt, rows: CocoRows) -> list[dict]:

@@ -158,6 +158,9 @@ def add_cocoeval(sub) -> None:
     p.add_argument("--json", action="store_true", help="print {stats, per_class_ap} as JSON instead of the summary")
     p.add_argument("--backend", "--coco-backend", dest="backend", default="detval", choices=(*COCO_BACKENDS, "ultrafast"),
                    help="evaluator; the others need the optional packages of the same name")
+    p.add_argument("--workers", type=int, default=0,
+                   help="processes that read and evaluate side by side (detval backend; 0: one per core for "
+                        "files over 4 MB)")
 
 
 def add_compare(sub) -> None:

@@ -13,13 +13,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from detval.coco.evaluate import (CocoAccumulated, PerImageEval, accumulate, category_shares, evaluate_images,
-                                  format_summary, join_categories, per_class_ap, select_categories, summarize)
-from detval.coco.format import CocoDetections, per_class_by_name, save_detections_json
+from detval.coco.evaluate import (CocoAccumulated, PerImageEval, accumulate, accumulate_images, category_shares,
+                                  evaluate_images, format_summary, join_categories, per_class_ap, select_categories,
+                                  summarize)
+from detval.coco.fork_map import available_cores
+from detval.coco.format import CocoDetections, per_class_by_name
 from detval.coco.ground_truth import CocoGt
-from detval.coco.predictions import CocoRows, coco_rows, predictions_json
+from detval.coco.predictions import CocoRows, coco_rows, predictions_json, write_predictions_json
 from detval.distributed.comm import Comm
 from detval.evaluation.records import ImageBatch, cat_rows
+
+
+MAX_WORKERS = 8   # forked processes that share rank 0's JSON writing (and categories, when the run has one rank)
 
 
 class CocoEvaluator:
@@ -46,8 +51,14 @@ class CocoEvaluator:
 
     def gather(self, comm: Comm) -> None:
         ids, counts, rows = self._my_rows()
-        if self.gt.backend == "detval":
+        if self.gt.backend == "detval" and comm.n_shares == 1:   # one rank: its cores share the categories
+            self.accumulated = accumulate_images(self.gt.gt, *self._my_dets(ids.numpy(), rows), self.gt.params,
+                                                 workers=min(available_cores(), MAX_WORKERS))
+        elif self.gt.backend == "detval":
             self.accumulated = self._accumulate(comm, self._evaluate_images(ids.numpy(), rows))
+        if not comm.ctx.is_distributed and bool((ids[1:] > ids[:-1]).all()):   # already what gather returns
+            self.image_ids, self.rows = ids.numpy(), rows
+            return
         got = comm.gather_images(ids, {"rows": ({"category": torch.from_numpy(rows.category),
                                                  "boxes": torch.from_numpy(rows.boxes),
                                                  "scores": torch.from_numpy(rows.scores)}, counts)})
@@ -62,8 +73,6 @@ class CocoEvaluator:
         """COCOeval's accumulate of every rank's per-image results, spread over the ranks by category (exact:
         categories accumulate independently)."""
         params = self.gt.params
-        if comm.n_shares == 1:
-            return accumulate(part, params)
         shares = category_shares(params, comm.n_shares)
         got = comm.exchange([part_as_ragged(select_categories(part, s.cat_ids)) for s in shares])
         mine = part_from_ragged(got, part)
@@ -77,12 +86,16 @@ class CocoEvaluator:
 
     def _evaluate_images(self, ids: np.ndarray, rows: CocoRows) -> PerImageEval:
         """COCOeval.evaluate on this rank's images (with or without detections); images the GT lacks are skipped."""
+        return evaluate_images(self.gt.gt, *self._my_dets(ids, rows), self.gt.params)
+
+    def _my_dets(self, ids: np.ndarray, rows: CocoRows) -> tuple[CocoDetections, list]:
+        """(rows on images of the GT as CocoDetections, the GT image ids of this rank's images)."""
         gt = self.gt
         index = gt.record_index[rows.record]
         keep = index >= 0
         dets = CocoDetections("detval run", index[keep], rows.category[keep], rows.boxes[keep], rows.scores[keep])
         mine = gt.record_index[ids]
-        return evaluate_images(gt.gt, dets, gt.gt.image_ids[mine[mine >= 0]].tolist(), gt.params)
+        return dets, gt.gt.image_ids[mine[mine >= 0]].tolist()
 
     def evaluate(self, pred_json: Path, say: Callable[..., None] = print) -> dict | None:
         """Rank 0: write the predictions JSON (plan order, as val.py's jdict), print and return COCO's metrics as
@@ -91,10 +104,9 @@ class CocoEvaluator:
         gt, rows = self.gt, self.rows
         if not len(rows.scores):
             return None
-        jdict = predictions_json(gt, rows)
         label = "COCO (detval)" if gt.backend == "detval" else gt.backend
         say(f"\nEvaluating {label} mAP... saving {pred_json}...")
-        save_detections_json(pred_json, jdict)
+        write_predictions_json(pred_json, gt, rows, workers=min(available_cores(), MAX_WORKERS))
         if gt.note:
             say(gt.note)
         if gt.backend == "detval":
@@ -106,6 +118,7 @@ class CocoEvaluator:
                 say("WARNING: no detection is on an image of the COCO ground truth; COCO metrics skipped")
                 return None
             evaluated = [gt.record_ids[i] for i in self.image_ids.tolist() if gt.record_index[i] >= 0]
+            jdict = predictions_json(gt, rows)
             result = reference_evaluate(gt.backend, gt.source, [d for d, k in zip(jdict, in_gt.tolist()) if k],
                                         img_ids=evaluated)
             stats, per_class = result.stats, result.per_class_ap
