@@ -1,11 +1,9 @@
 """Raw-output cache: re-evaluation without the model equals a fresh full run; resume; stale caches refused."""
 import json
-import os
 import signal
 import subprocess
 import sys
 import time
-from dataclasses import replace
 
 import pytest
 

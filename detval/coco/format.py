@@ -13,7 +13,6 @@ from typing import Any
 
 import numpy as np
 
-from detval.config import COCO_BACKENDS as BACKENDS  # noqa: F401 (re-exported: the evaluators by name)
 from detval.coco.json_columns import (EXACT_INT, GroundTruthColumns, NotFast, read_detection_columns,
                               read_ground_truth_columns)
 from detval.errors import DetvalError

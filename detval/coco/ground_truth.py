@@ -19,8 +19,9 @@ from pathlib import Path
 import numpy as np
 
 from detval.coco.evaluate import CocoParams
-from detval.coco.format import (BACKENDS, COCO80_TO_91, CocoGroundTruth, image_id_from_stem,
+from detval.coco.format import (COCO80_TO_91, CocoGroundTruth, image_id_from_stem,
                                 load_coco_gt, yolo_labels_to_coco_gt)
+from detval.config import COCO_BACKENDS
 from detval.data.coco_dataset import is_coco_json, read_coco_json_split
 from detval.data.dataset_yaml import load_data_config
 from detval.data.prepare import single_class
@@ -131,8 +132,8 @@ def records_with_labels(data: str | Path, images: str | Path | None, records: Se
 
 
 def _check_backend(backend: str) -> None:
-    if backend not in BACKENDS:
-        raise DetvalError(f"unknown --coco-backend {backend!r}; choose from {', '.join(BACKENDS)}")
+    if backend not in COCO_BACKENDS:
+        raise DetvalError(f"unknown --coco-backend {backend!r}; choose from {', '.join(COCO_BACKENDS)}")
     module = {"pycocotools": "pycocotools.cocoeval", "faster-coco-eval": "faster_coco_eval"}.get(backend)
     if module:
         try:
