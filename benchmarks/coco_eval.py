@@ -215,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--skip-pycocotools", action="store_true", help="it takes minutes at full size")
     ap.add_argument("--in-process", action="store_true", help="also the in-process rows")
     args = ap.parse_args(argv)
-    from detval.coco.fork_map import available_cores
+    from detval.forked import available_cores
     procs = args.procs or min(available_cores(), 8)
 
     spec = SynthSpec(n_images=args.images, n_cats=80, gt_per_image=8.1, dets_per_image=args.dets_per_image,

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from detval import distributed
-from detval.coco.fork_map import available_cores
+from detval.forked import available_cores
 from detval.coco.format import load_coco_gt
 from detval.coco.ground_truth import CocoGt
 from detval.coco.predictions import predictions_json, write_predictions_json

@@ -50,7 +50,11 @@ def test_plots_are_the_same_on_two_processes(data_dir, tmp_path):
     one = validate(_cfg(data_dir, tmp_path / "one", plots=True))
     two = validate(_cfg(data_dir, tmp_path / "two", plots=True, nproc=2))
     outcome = run_outcome(one.run_dir)
-    assert len(outcome["plots"]) == 6  # PR, F1, P, R curves and both confusion matrices
+    names = outcome["plots"].keys()
+    # PR, F1, P, R curves and both confusion matrices; labels and predictions of the first three batches
+    assert len([n for n in names if n.endswith(".png")]) == 6
+    assert sorted(n for n in names if n.endswith(".jpg")) == [f"val_batch{i}_{kind}.jpg" for i in range(3)
+                                                               for kind in ("labels", "pred")]
     assert_same_outcome(run_outcome(two.run_dir), outcome)
 
 

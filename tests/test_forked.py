@@ -1,9 +1,13 @@
-"""report/forked.py: independent jobs side by side in forked processes."""
+"""detval/forked.py: fork_map (results in order, fn(0) here, failures raised in the parent) and run_forked
+(independent jobs side by side, failures as lines)."""
+from __future__ import annotations
+
 import os
 
+import numpy as np
 import pytest
 
-from detval.report.forked import run_forked, split_by_cost
+from detval.forked import available_cores, fork_map, run_forked, split_by_cost
 
 
 def test_split_by_cost_balances_and_keeps_order():
@@ -42,3 +46,49 @@ def test_failures_are_reported_and_do_not_stop_the_others(tmp_path, processes):
     assert sorted(errors) == ["ValueError: first", "ValueError: second"]
     assert ok.is_file()
 
+
+def _dies():
+    os._exit(3)
+
+
+def test_a_process_that_dies_is_a_line_not_a_hang(tmp_path):
+    ok = tmp_path / "ok.txt"
+    errors = run_forked([_writer(ok, "x"), _dies], [1.0, 1.0], processes=2)
+    assert errors == ["RuntimeError: a worker process ended with status 3"]
+    assert ok.is_file()
+
+
+def test_results_in_order_and_children_are_other_processes():
+    here = os.getpid()
+    big = np.arange(10 ** 6)             # inherited, not pickled
+    out = fork_map(lambda i: (i, os.getpid() == here, int(big[i])), 4)
+    assert [o[0] for o in out] == [0, 1, 2, 3] and [o[2] for o in out] == [0, 1, 2, 3]
+    assert [o[1] for o in out] == [True, False, False, False]
+
+
+def test_a_failing_child_raises_its_error_here():
+    def fn(i):
+        if i == 2:
+            raise ValueError("share 2 is bad")
+        return i
+
+    with pytest.raises(ValueError, match="share 2 is bad"):
+        fork_map(fn, 3)
+
+
+def test_an_unpicklable_error_still_reports():
+    class Local(Exception):
+        pass
+
+    def fn(i):
+        if i:
+            raise Local("from a child")
+        return i
+
+    with pytest.raises(RuntimeError, match="Local: from a child"):
+        fork_map(fn, 2)
+
+
+def test_one_process_runs_here():
+    assert fork_map(lambda i: os.getpid(), 1) == [os.getpid()]
+    assert available_cores() >= 1

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from detval.coco.fork_map import fork_map
+from detval.forked import fork_map
 from detval.coco.format import CocoDetections, CocoGroundTruth
 
 # det_status codes

@@ -23,7 +23,7 @@ from pathlib import Path
 import msgspec
 import numpy as np
 
-from detval.coco.fork_map import fork_map
+from detval.forked import fork_map
 
 BLOCK_BYTES = 1 << 18          # text decoded at once: its objects fit in the allocator's reused arenas (1 MB blocks: 3x the page faults)
 MIN_DETECTION_BYTES = 56       # len('{"image_id":1,"category_id":1,"bbox":[1,1,1,1],"score":1}'): no record is shorter

@@ -34,7 +34,7 @@ def worker_count(dets_path: str, requested: int = 0) -> int:
         raise DetvalError(f"--workers must be >= 0, got {requested}")
     if requested:
         return requested
-    from detval.coco.fork_map import available_cores
+    from detval.forked import available_cores
 
     try:
         large = os.path.getsize(dets_path) >= AUTO_WORKERS_BYTES

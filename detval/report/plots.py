@@ -27,7 +27,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from detval.metrics.ap import ClassAP, smooth
-from detval.report.forked import run_forked
+from detval.forked import run_forked
 
 CURVE_FIGSIZE_IN = (9.0, 6.0)
 MATRIX_FIGSIZE_IN = (12.0, 9.0)
@@ -259,7 +259,7 @@ def write_plots(run_dir: Path, curves: PlotCurves, confusion: np.ndarray, names:
 
     run_dir: the run folder. curves: PlotCurves.from_class_ap(...). confusion: [nc+1, nc+1] counts (rows
     predicted, columns true, last background). names: all nc class names, indexed by class id.
-    processes: draw the figures side by side in this many processes (report/forked.py); the files are the
+    processes: draw the figures side by side in this many processes (detval/forked.py); the files are the
     same. Returns the files written; raises RuntimeError naming the figures that failed.
     """
     jobs = plot_jobs(run_dir, curves, confusion, names)

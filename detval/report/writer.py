@@ -2,7 +2,6 @@
 order and with the failure handling of report/run_folder.py)."""
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
@@ -39,16 +38,11 @@ def write_metrics_files(run_dir: Path, cfg: ValConfig, result: ValResult, weight
     return data
 
 
-def _cores() -> int:
-    """The cores this process may run on: the figures are drawn on all of them once the table is printed."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-
-
 def write_plots(run_dir: Path, metrics: DetectionMetrics, confusion: np.ndarray, names: list[str],
                 pred_cls: np.ndarray, mosaics=None) -> None:
     """The PNG plots and, given a mosaics.MosaicSource, the val_batch mosaics: every figure side by side on the
     idle cores; as v7.0, a figure that fails is a warning (the metrics are already written)."""
-    from detval.report.forked import run_forked
+    from detval.forked import available_cores, run_forked
     from detval.report.mosaics import mosaic_jobs
     from detval.report.plots import PlotCurves, plot_jobs
 
@@ -57,7 +51,7 @@ def write_plots(run_dir: Path, metrics: DetectionMetrics, confusion: np.ndarray,
         if metrics.per_class:
             curves = PlotCurves.from_class_ap(metrics.per_class, np.unique(pred_cls))
             jobs += plot_jobs(run_dir, curves, confusion, names)
-        errors = run_forked([draw for _, _, draw in jobs], [cost for _, cost, _ in jobs], _cores())
+        errors = run_forked([draw for _, _, draw in jobs], [cost for _, cost, _ in jobs], available_cores())
     except Exception as e:  # noqa: BLE001
         errors = [f"{type(e).__name__}: {e}"]
     for error in errors:
