@@ -53,8 +53,9 @@ class OracleRun:
     def dataset_view(self, data_yaml: Path) -> Path:
         """A data.yaml whose root is a scratch folder of symlinks to the dataset's images and label folders.
 
-        images/<split> and labels/<split> link to the originals; the labels folder itself is real, so val.py's
-        labels/<split>.cache lands in the scratch folder.
+        images/<split> and labels/<split> are real folders of links to the original files: val.py resolves the
+        split folder (Path.resolve follows a linked folder back to the shared data, and its labels/<split>.cache
+        would land there), not the files inside it.
         """
         data_yaml = Path(data_yaml)
         spec = yaml.safe_load(data_yaml.read_text())
@@ -64,9 +65,10 @@ class OracleRun:
             for split in sorted({spec[k] for k in ("train", "val") if spec.get(k)}):
                 source = root / split.replace("images", kind, 1)
                 link = view / split.replace("images", kind, 1)
-                if source.exists() and not link.exists():
-                    link.parent.mkdir(parents=True, exist_ok=True)
-                    link.symlink_to(source, target_is_directory=True)
+                if source.is_dir() and not link.exists():
+                    link.mkdir(parents=True)
+                    for f in sorted(source.iterdir()):
+                        (link / f.name).symlink_to(f)
         out = view / data_yaml.name
         out.write_text(yaml.safe_dump({**spec, "path": str(view)}, sort_keys=False))
         return out

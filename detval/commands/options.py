@@ -7,6 +7,7 @@ implementation (detval.commands.<name>.run) is imported only when that command r
 from __future__ import annotations
 
 import argparse
+import functools
 import types
 import typing
 from dataclasses import MISSING, dataclass, fields
@@ -107,9 +108,14 @@ def _field_default(name: str):
     return None if field.default is MISSING else field.default
 
 
+@functools.cache
+def _config_hints() -> dict:
+    return typing.get_type_hints(ValConfig)   # evaluates every annotation: once per process, not per flag
+
+
 def _field_type(name: str) -> type:
     """int for `int`, `int | None` or `Optional[int]` (the annotation is a string under __future__ annotations)."""
-    hint = typing.get_type_hints(ValConfig)[name]
+    hint = _config_hints()[name]
     if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
         hint = next(a for a in typing.get_args(hint) if a is not type(None))
     return hint
