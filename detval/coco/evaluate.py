@@ -24,8 +24,8 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from detval.forked import fork_map
 from detval.coco.format import CocoDetections, CocoGroundTruth
+from detval.forked import fork_map
 
 # det_status codes
 FP, TP, IGNORED = 0, 1, 2

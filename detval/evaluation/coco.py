@@ -16,12 +16,12 @@ import torch
 from detval.coco.evaluate import (CocoAccumulated, PerImageEval, accumulate, accumulate_images, category_shares,
                                   evaluate_images, format_summary, join_categories, per_class_ap, select_categories,
                                   summarize)
-from detval.forked import available_cores
 from detval.coco.format import CocoDetections, per_class_by_name
 from detval.coco.ground_truth import CocoGt
 from detval.coco.predictions import CocoRows, coco_rows, predictions_json, write_predictions_json
 from detval.distributed.comm import Comm
 from detval.evaluation.records import ImageBatch, cat_rows
+from detval.forked import available_cores
 
 
 MAX_WORKERS = 8   # forked processes that share rank 0's JSON writing (and categories, when the run has one rank)
