@@ -100,8 +100,8 @@ def split_by_cost(costs: Sequence[float], groups: int) -> list[list[int]]:
 
 def run_forked(jobs: Sequence[Job], costs: Sequence[float], processes: int) -> list[str]:
     """Run every job once, in up to `processes` processes (this one included). Returns one line per job that
-    raised ("ExceptionType: message"); a job's failure does not stop the others. A process that dies costs
-    its group's lines: one line says so."""
+    raised ("ExceptionType: message"); a job's failure does not stop the others. A process that dies is
+    one line naming its exit status, in place of every job's lines (the files the jobs wrote stay)."""
     groups = split_by_cost(costs, processes if sys.platform.startswith("linux") else 1)
     try:
         reports = fork_map(lambda g: _run_group(jobs, groups[g]), len(groups))
