@@ -23,6 +23,7 @@ from detval import distributed
 from detval.run import run_rank
 from detval.config import ValConfig
 from detval.distributed import DistContext
+from short_diff import assert_equal
 
 FAULT_ENV = "DETVAL_TEST_FAULT"
 
@@ -45,13 +46,8 @@ def run_outcome(run_dir: Path) -> dict:
 
 def assert_same_outcome(got: dict, expected: dict) -> None:
     """Bit for bit: floats compared exactly, files byte for byte."""
-    assert got["results"] == expected["results"]
-    assert got["per_class.csv"] == expected["per_class.csv"]
-    assert got["labels"].keys() == expected["labels"].keys()
-    assert got["labels"] == expected["labels"]
-    assert got["plots"].keys() == expected["plots"].keys()
-    assert got["plots"] == expected["plots"]
-    assert got.get("json") == expected.get("json")
+    for part in ("results", "per_class.csv", "labels", "plots", "json"):
+        assert_equal(got.get(part), expected.get(part), part)
 
 
 # --- rank functions: fn(ctx, *args) -----------------------------------------------------------------------------
