@@ -1,10 +1,14 @@
-"""Comparing a run's files with val.py v7.0's reference files (../shared/data/reference/<case>/).
+"""Comparing a run's files with val.py v7.0's reference files for this CPU kind (`reference_dir`).
 
-The reference ran on another CPU, whose convolutions round a little differently: its boxes differ from this
-machine's by up to ~2.3e-3 px and its scores by ~3e-6 (tests/test_model.py measures it on raw outputs; YOLOv5 v7.0's
-own code run here gives detval's bits exactly). So a detection matches when its category is the same, its score is
-within 2e-5 (5-decimal rounding plus that) and every bbox number within 5e-3 px (3-decimal rounding of x and w
-plus that); every row of an image must match one row of the other file.
+val.py's own digits depend on the CPU's instruction set (README, Exactness): ../shared/data/reference/<case>/ holds
+one CPU's runs; tests/references/<kind>/<case>/ holds val.py's runs of the same cases recorded on another kind
+(benchmarks/record_references.py) and is used where it exists.
+
+Even on one kind, the reference may have run on another CPU model, whose convolutions round a little differently:
+its boxes differed from a later machine's by up to ~2.3e-3 px and its scores by ~3e-6 (tests/test_model.py measures
+it on raw outputs; YOLOv5 v7.0's own code run there gave detval's bits exactly). So a detection matches when its
+category is the same, its score is within 2e-5 (5-decimal rounding plus that) and every bbox number within 5e-3 px
+(3-decimal rounding of x and w plus that); every row of an image must match one row of the other file.
 """
 from __future__ import annotations
 
@@ -14,11 +18,28 @@ from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from detval.config import ValConfig
 
+RECORDED = Path(__file__).parent / "references"
+
 BOX_TOL = 5e-3  # px
 SCORE_TOL = 2e-5
+
+
+def reference_dir(data_dir: Path, case: str) -> Path:
+    """val.py's run of case: tests/references/<this CPU kind>/<case> where one was recorded, else the shared one."""
+    recorded = RECORDED / torch.backends.cpu.get_cpu_capability().lower() / case
+    return recorded if recorded.is_dir() else data_dir / "reference" / case
+
+
+def printed_rows(case_dir: Path, *classes: str) -> list[str]:
+    """The rows val.py printed for these classes ('all' for the summary), as printed."""
+    lines = (case_dir / "val_stdout.log").read_text().splitlines()
+    rows = [next((line for line in lines if line.split()[:1] == [c]), None) for c in classes]
+    assert None not in rows, f"{case_dir / 'val_stdout.log'} has no row for one of {classes}"
+    return rows
 
 
 def by_image(rows: list[dict]) -> dict[int, list[dict]]:

@@ -1,5 +1,6 @@
-"""Helpers for the tests that hold a detval run against a val.py v7.0 reference in ../shared/data/reference/<case>:
-the run (--save-json, no plots), the reference's metrics and predictions, and a coco128 subset for fast runs."""
+"""Helpers for the tests that hold a detval run against a val.py v7.0 reference run of a case (reference_dir: this
+CPU kind's): the run (--save-json, no plots), the reference's metrics and predictions, and a coco128 subset for
+fast runs."""
 from __future__ import annotations
 
 import gzip
@@ -11,6 +12,7 @@ import yaml
 from detval.api import validate
 from detval.config import ValConfig
 from detval.results import ValResult
+from reference_predictions import reference_dir
 
 METRICS = (("P", "p"), ("R", "r"), ("mAP50", "map50"), ("mAP50-95", "map"))
 
@@ -27,7 +29,7 @@ def run_case(data_dir: Path, tmp_path: Path, name: str, weights: list[str], data
 
 def reference(data_dir: Path, case: str) -> tuple[dict, list[dict]]:
     """(metrics.json, the predictions JSON rows) val.py v7.0 wrote for case."""
-    ref = data_dir / "reference" / case
+    ref = reference_dir(data_dir, case)
     assert ref.is_dir(), f"missing reference {ref}"
     return json.loads((ref / "metrics.json").read_text()), json.loads(gzip.open(ref / "predictions.json.gz").read())
 

@@ -10,6 +10,7 @@ from detval.config import ConfigError, ValConfig
 from detval.errors import DetvalError
 from detval.model.load import open_weights
 from reference_runs import assert_metrics_equal, image_ids, predictions, reference, run_case, subset_yaml
+from short_diff import assert_equal
 
 CASES = {"yolov5n-torchscript": (["yolov5n.torchscript"], {}), "yolov5n-onnx": (["yolov5n.onnx"], {}),
          "yolov5n-onnx-dnn": (["yolov5n.onnx"], {"dnn": True})}
@@ -22,7 +23,7 @@ def test_exports_give_val_py_digits(data_dir, tmp_path, case):
     metrics, preds = reference(data_dir, case)
     r = run_case(data_dir, tmp_path, case, weights, **kw)
     assert_metrics_equal(r, metrics)
-    assert predictions(r) == preds
+    assert_equal(predictions(r), preds, "predictions")
 
 
 @pytest.mark.slow
@@ -32,7 +33,7 @@ def test_exports_on_two_processes(data_dir, tmp_path, case):
     metrics, preds = reference(data_dir, case)
     r = run_case(data_dir, tmp_path, case, weights, nproc=2, **kw)
     assert_metrics_equal(r, metrics)
-    assert predictions(r) == preds
+    assert_equal(predictions(r), preds, "predictions")
 
 
 @pytest.mark.slow
@@ -43,7 +44,7 @@ def test_onnx_raw_cache_re_evaluates_to_the_same_numbers(data_dir, tmp_path):
                                 quiet=True, project=str(tmp_path), name="cached", nproc=2))
     for r in (r1, r2):
         assert_metrics_equal(r, metrics)
-        assert predictions(r) == preds
+        assert_equal(predictions(r), preds, "predictions")
 
 
 @pytest.mark.parametrize("case", list(CASES))
@@ -54,7 +55,8 @@ def test_a_few_images_give_the_reference_rows(data_dir, tmp_path, case):
     _, preds = reference(data_dir, case)
     ids = image_ids(data)
     r = run_case(data_dir, tmp_path, case, weights, data=data, **kw)
-    assert r.images == 3 and predictions(r) == [p for p in preds if p["image_id"] in ids]
+    assert r.images == 3
+    assert_equal(predictions(r), [p for p in preds if p["image_id"] in ids], "predictions")
 
 
 def test_export_metadata_as_val_py_reads_it(data_dir):

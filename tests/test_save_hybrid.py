@@ -1,5 +1,5 @@
 """--save-hybrid: the labels join the NMS input as val.py v7.0 adds them (ops.nms.with_label_rows), against
-hand-computed rows, and (slow) yolov5n on coco128 against val.py's reference run (../shared/data/reference/
+hand-computed rows, and (slow) yolov5n on coco128 against val.py's reference run (reference_dir's
 yolov5n-save-hybrid: metrics, predictions JSON, hybrid_labels/ txt files) on one process, on two and from a raw
 cache made without it."""
 from __future__ import annotations
@@ -10,7 +10,8 @@ import pytest
 import torch
 
 import val_workers
-from reference_predictions import assert_predictions_match, assert_txt_match, by_image, reference_cfg, reference_json
+from reference_predictions import (assert_predictions_match, assert_txt_match, by_image, reference_cfg, reference_dir,
+                                   reference_json)
 from detval.api import evaluate_raw, validate
 from detval.commands.options import PARSERS
 from detval.config import ValConfig
@@ -75,7 +76,7 @@ def one(data_dir, tmp_path_factory):
 @pytest.mark.slow
 def test_metrics_predictions_and_txt_files_are_val_pys(data_dir, one):
     root, result = one
-    case = data_dir / "reference" / "yolov5n-save-hybrid"
+    case = reference_dir(data_dir, "yolov5n-save-hybrid")
     ref = json.loads((case / "metrics.json").read_text())
     saved = json.loads((result.run_dir / "results.json").read_text())
     for key in ("P", "R", "mAP50", "mAP50-95"):
