@@ -26,16 +26,22 @@ def first_difference(got: Any, expected: Any) -> str:
             return f"keys missing {_short(missing)}, unexpected {_short(extra)}"
         key = next(k for k in expected if got[k] != expected[k])
         return f"[{key!r}]: {first_difference(got[key], expected[key])}"
-    if isinstance(got, (list, tuple, str, bytes)) and isinstance(expected, type(got)):
-        if isinstance(got, (str, bytes)):
-            got, expected = got.splitlines(), expected.splitlines()
-            if got == expected:
-                return "line endings differ"
+    text = isinstance(got, (str, bytes)) and isinstance(expected, type(got))
+    if text:
+        got, expected = got.splitlines(), expected.splitlines()
+        if got == expected:
+            return "line endings differ"
+    if isinstance(got, (list, tuple)) and isinstance(expected, type(got)):
         i = next((i for i, (a, b) in enumerate(zip(got, expected)) if a != b), min(len(got), len(expected)))
-        where = f"{len(got)} items, {len(expected)} expected; first difference at [{i}]"
+        where = f"{len(got)} {'lines' if text else 'items'}, {len(expected)} expected; first difference at [{i}]"
         if i < min(len(got), len(expected)):
-            return f"{where}: {first_difference(got[i], expected[i])}"
+            detail = _got_expected(got[i], expected[i]) if text else first_difference(got[i], expected[i])
+            return f"{where}: {detail}"
         return where
+    return _got_expected(got, expected)
+
+
+def _got_expected(got: Any, expected: Any) -> str:
     return f"got {_short(got)}, expected {_short(expected)}"
 
 
