@@ -8,6 +8,7 @@ import pytest
 from coco_synth import coco128_as_coco
 
 from detval.data.coco_dataset import records_from_coco_json
+from detval.data.dataset_yaml import list_images, load_data_config
 from detval.errors import DetvalError
 
 
@@ -45,6 +46,20 @@ def test_records_from_coco_json(tmp_path):
                                           [0, 150 / 200, 75 / 100, 100 / 200, 50 / 100]], rtol=1e-6)
     assert len(s.excluded) == 1 and s.excluded[0].file.endswith("gone.jpg")
     assert "not in" in s.excluded[0].reason
+
+
+def test_a_symlinked_folder_gives_the_paths_a_data_yaml_gives(tmp_path):
+    """The same images reached through a symlinked dataset folder: the COCO reader's record paths are the YAML
+    reader's (both resolve the folder, as v7.0 does), so records from either look each other up by path."""
+    real = tmp_path / "real"
+    real.mkdir()
+    ann, _ = _write_set(real)
+    (real / "data.yaml").write_text("path: .\nval: images\nnames: [two, five, seven]\n")
+    link = tmp_path / "link"
+    link.symlink_to(real, target_is_directory=True)
+    from_yaml = list_images(load_data_config(link / "data.yaml").val)
+    from_json = [r.path for r in records_from_coco_json(link / "instances.json", link / "images").records]
+    assert from_json == from_yaml == [real.resolve() / "images" / n for n in ("a.jpg", "b.jpg")]
 
 
 def test_bad_inputs_raise_clear_errors(tmp_path):

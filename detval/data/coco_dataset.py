@@ -42,6 +42,9 @@ def records_from_coco_json(instances_json: str | Path, images_dir: str | Path) -
         raise DetvalError(f"{path}: not valid JSON ({e})") from None
     if not images_dir.is_dir():
         raise DetvalError(f"image folder not found: {images_dir}")
+    # Resolved, as a data yaml's split folders are (v7.0's check_dataset): the same images reached through a
+    # symlink get the same record paths, whichever way they are named.
+    images_dir = images_dir.resolve()
     for key in ("images", "categories"):
         if not isinstance(data, dict) or key not in data:
             raise DetvalError(f"{path}: no '{key}' list")
