@@ -53,6 +53,17 @@ def test_categories_split_over_forked_workers_give_the_same_result(synth, worker
     assert_same_result(coco_evaluate(gt, dets, workers=workers), reference_evaluate("pycocotools", gt_dict, dets_list))
 
 
+@pytest.mark.parametrize("entries", [1, 5000])
+def test_categories_accumulated_in_small_padded_batches_give_the_same_result(synth, entries, monkeypatch):
+    """Categories of similar size are accumulated together, padded, in batches of about _BATCH_ENTRIES status
+    entries: batches of one category (entries 1) or of a few give pycocotools' numbers too."""
+    import detval.coco.evaluate as evaluate
+
+    monkeypatch.setattr(evaluate, "_BATCH_ENTRIES", entries)
+    gt_dict, dets_list, gt, dets = synth
+    assert_same_result(coco_evaluate(gt, dets), reference_evaluate("pycocotools", gt_dict, dets_list))
+
+
 def test_matches_pycocotools_with_img_and_cat_restriction(synth):
     gt_dict, dets_list, gt, dets = synth
     unknown = "no such image" if isinstance(gt_dict["images"][0]["id"], str) else 10 ** 9

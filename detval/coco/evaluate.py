@@ -543,13 +543,61 @@ def _accumulate(ev: _Evaluated, params: CocoParams) -> CocoAccumulated:
     before each special one. Every value is computed by the same float operations on the same integers as
     pycocotools, so the results are identical, not just close.
     """
-    cats = params.cat_ids
-    T, R, K = len(params.iou_thrs), len(params.rec_thrs), len(cats)
+    T, R, K = len(params.iou_thrs), len(params.rec_thrs), len(params.cat_ids)
     A, M = len(params.area_rngs), len(params.max_dets)
     out = CocoAccumulated(params, -np.ones((T, R, K, A, M)), -np.ones((T, K, A, M)), -np.ones((T, R, K, A, M)))
     if K == 0:
         return out
-    n_gt = np.zeros((K, A), dtype=np.int64)
+    o = _in_score_order(ev, params.cat_ids)
+    has_gt = o.n_gt > 0                                                     # [K, A]
+    c_min = np.zeros((K, A, R), dtype=np.int64)
+    c_min[has_gt] = _min_count_reaching(params.rec_thrs, o.n_gt[has_gt])
+    plain_fp_before = np.zeros((A, len(o.sel) + 1), dtype=np.int32)
+    for m, max_det in enumerate(params.max_dets):
+        keep = o.rank < max_det
+        np.cumsum(o.plain_fp & keep, axis=1, out=plain_fp_before[:, 1:])
+        kept_pos = np.flatnonzero(keep)
+        first = np.searchsorted(kept_pos, o.bounds[:-1])                    # each category's first kept detection
+        any_kept = first < np.searchsorted(kept_pos, o.bounds[1:])
+        first_score = (ev.rows["det_score"][o.sel[kept_pos[np.minimum(first, len(kept_pos) - 1)]]]
+                       if len(kept_pos) else np.zeros(K))
+        mine = np.flatnonzero(keep[o.sp_pos])              # the kept special detections, category after category
+        counts = np.bincount(o.sp_cat[mine], minlength=K)
+        curves = _Curves(out, m, o.n_gt, c_min, first_score, mine, np.cumsum(counts) - counts, counts, o.sp_pos,
+                         o.sp_status, o.sp_score, plain_fp_before, o.bounds)
+        curves.fill_empty(has_gt & ~any_kept[:, None], kept=False)           # no detections: recall, precision 0
+        curves.fill_empty(has_gt & (any_kept & (counts == 0))[:, None], kept=True)
+        todo = np.flatnonzero(has_gt.any(axis=1) & any_kept & (counts > 0))
+        width = _pow2_ceil(counts[todo])
+        for w in np.unique(width):                   # categories of similar size together, padded to width w
+            cats = todo[width == w]
+            per_batch = max(1, _BATCH_ENTRIES // (A * T * int(w)))
+            for c in range(0, len(cats), per_batch):
+                curves.fill(cats[c:c + per_batch], int(w))
+    return out
+
+
+@dataclass(frozen=True)
+class _ScoreOrder:
+    """The detections of _accumulate's categories sorted by (category, score): sel [N] their rows in ev; a
+    category k is the slice bounds[k]:bounds[k + 1] of every [N] array. n_gt [K, A] non-ignored GT; rank [N];
+    plain_fp [A, N] plain FPs (not special, not outside the area); the special ones: sp_pos [S] their sorted
+    positions, sp_cat [S], sp_status [S, A, T], sp_score [S]."""
+
+    n_gt: np.ndarray
+    sel: np.ndarray
+    bounds: np.ndarray
+    rank: np.ndarray
+    plain_fp: np.ndarray
+    sp_pos: np.ndarray
+    sp_cat: np.ndarray
+    sp_status: np.ndarray
+    sp_score: np.ndarray
+
+
+def _in_score_order(ev: _Evaluated, cats: np.ndarray) -> _ScoreOrder:
+    K = len(cats)
+    n_gt = np.zeros((K, ev.rows["gt_count"].shape[1]), dtype=np.int64)
     gk, g_ok = _category_index(cats, ev.rows["gt_cat"])
     np.add.at(n_gt, gk[g_ok], ev.rows["gt_count"][g_ok])
     dk, d_ok = _category_index(cats, ev.rows["det_cat"])
@@ -561,50 +609,76 @@ def _accumulate(ev: _Evaluated, params: CocoParams) -> CocoAccumulated:
     del dk, d_ok
     special = np.zeros(len(ev.outside), bool)
     special[ev.special] = True
-    # everything from here on in sorted order; a category is the slice bounds[k]:bounds[k + 1]
-    rank, special = ev.rows["det_rank"][sel], special[sel]
+    special = special[sel]
     plain_fp = np.ascontiguousarray((~ev.outside[sel] & ~special[:, None]).T)   # [A, N], rows contiguous for cumsum
     sp_pos = np.flatnonzero(special)
     del special
-    sp_status = ev.special_status[np.searchsorted(ev.special, sel[sp_pos])]  # [S, A, T]
-    sp_score = ev.rows["det_score"][sel[sp_pos]]
-    sp_bounds = np.searchsorted(sp_pos, bounds)
-    with_gt = [k for k in range(K) if (n_gt[k] > 0).any()]
-    c_min = {k: _min_count_reaching(params.rec_thrs, n_gt[k, n_gt[k] > 0])[:, None, :] for k in with_gt}
-    plain_fp_before = np.zeros((A, len(sel) + 1), dtype=np.int32)
-    for m, max_det in enumerate(params.max_dets):
-        keep = rank < max_det
-        np.cumsum(plain_fp & keep, axis=1, out=plain_fp_before[:, 1:])
-        for k in with_gt:
-            b0, b1 = bounds[k], bounds[k + 1]
-            first_kept = b0 + int(np.argmax(keep[b0:b1])) if b1 > b0 else b0
-            in_k = slice(sp_bounds[k], sp_bounds[k + 1])
-            kept = keep[sp_pos[in_k]]
-            _accumulate_category(out, k, m, n_gt[k], c_min[k], b1 > b0 and bool(keep[first_kept]),
-                                 sp_pos[in_k][kept], sp_status[in_k][kept], plain_fp_before, b0,
-                                 sp_score[in_k][kept], ev.rows["det_score"][sel[first_kept]] if b1 > b0 else 0.0)
-    return out
+    sp_cat = np.repeat(np.arange(K), np.diff(np.searchsorted(sp_pos, bounds)))
+    return _ScoreOrder(n_gt, sel, bounds, ev.rows["det_rank"][sel], plain_fp, sp_pos, sp_cat,
+                       ev.special_status[np.searchsorted(ev.special, sel[sp_pos])], ev.rows["det_score"][sel[sp_pos]])
 
 
-def _accumulate_category(out: CocoAccumulated, k: int, m: int, n_gt: np.ndarray, c_min: np.ndarray,
-                         any_kept: bool, mine: np.ndarray, status: np.ndarray, plain_fp_before: np.ndarray,
-                         b0: int, mine_score: np.ndarray, first_score: float) -> None:
-    """Fill out's entries of category k, budget m. n_gt [A]; mine [C]: the category's kept special detections
-    (sorted positions), status [C, A, T], mine_score [C]; plain_fp_before [A, N + 1]; b0: the category's first
-    position; first_score: the score of its first kept detection (recall threshold 0 is reached there, whatever
-    it is)."""
-    areas = np.flatnonzero(n_gt > 0)
-    if not any_kept:                                                    # no detections: recall and precision 0
-        out.recall[:, k, areas, m] = out.precision[:, :, k, areas, m] = out.scores[:, :, k, areas, m] = 0
-        return
-    st = status[:, areas].transpose(1, 2, 0)                            # [a, T, C]
-    fp_plain = plain_fp_before[areas[:, None], mine] - plain_fp_before[areas, b0][:, None]
-    rc_end, q, j, reached = _curve(st, fp_plain, n_gt[areas], c_min)
-    picked = mine_score[np.minimum(j, len(mine) - 1)] if len(mine) else np.zeros(j.shape)
-    ss = np.where(c_min == 0, first_score, np.where(reached, picked, 0.0))
-    out.recall[:, k, areas, m] = rc_end.T
-    out.precision[:, :, k, areas, m] = q.transpose(1, 2, 0)
-    out.scores[:, :, k, areas, m] = ss.transpose(1, 2, 0)
+# A padded batch of categories holds about this many status entries ([rows, T, width]) at most: batching the
+# small categories never takes more memory than the largest category alone.
+_BATCH_ENTRIES = 1 << 21
+
+
+@dataclass(frozen=True)
+class _Curves:
+    """One detection budget m of _accumulate: fills out's entries [.., k, a, m] for (category, area) rows.
+
+    n_gt, c_min [K, A(, R)]; first_score [K]: the score of each category's first kept detection (recall
+    threshold 0 is reached there, whatever it is); mine [S']: the kept special detections (indexes into sp_*),
+    category after category, starts/counts [K] their slice per category; sp_pos [S]: their sorted positions,
+    sp_status [S, A, T], sp_score [S]; plain_fp_before [A, N + 1]; bounds [K + 1]: each category's positions."""
+
+    out: CocoAccumulated
+    m: int
+    n_gt: np.ndarray
+    c_min: np.ndarray
+    first_score: np.ndarray
+    mine: np.ndarray
+    starts: np.ndarray
+    counts: np.ndarray
+    sp_pos: np.ndarray
+    sp_status: np.ndarray
+    sp_score: np.ndarray
+    plain_fp_before: np.ndarray
+    bounds: np.ndarray
+
+    def _put(self, k, a, recall, precision, scores) -> None:
+        """recall [rows, T], precision and scores [rows, T, R] of the rows (k, a)."""
+        self.out.recall[:, k, a, self.m] = recall.T
+        self.out.precision[:, :, k, a, self.m] = precision.transpose(1, 2, 0)
+        self.out.scores[:, :, k, a, self.m] = scores.transpose(1, 2, 0)
+
+    def fill_empty(self, rows: np.ndarray, kept: bool) -> None:
+        """rows [K, A] bool: settings without a special kept detection, so recall and precision are 0; scores 0,
+        or, where the category has kept (plain FP) detections, its first kept score at the thresholds reached at
+        once (c_min 0)."""
+        k, a = np.nonzero(rows)
+        T, R = self.out.recall.shape[0], self.c_min.shape[-1]
+        zeros = np.zeros((len(k), T, R))
+        scores = zeros if not kept else np.where(
+            self.c_min[k, a][:, None, :] == 0, self.first_score[k][:, None, None], 0.0) + zeros
+        self._put(k, a, zeros[:, :, 0], zeros, scores)
+
+    def fill(self, cats: np.ndarray, width: int) -> None:
+        """The rows of these categories (each with 1..width kept special detections), as one padded _curve: the
+        padding is neither TP nor FP and repeats the last detection, so it changes no cumulative count."""
+        i, a = np.nonzero(self.n_gt[cats] > 0)
+        k = cats[i]
+        cols = np.arange(width)[None, :]
+        count = self.counts[k][:, None]
+        sp = self.mine[self.starts[k][:, None] + np.minimum(cols, count - 1)]    # [rows, width]
+        status = np.where((cols < count)[:, :, None], self.sp_status[sp, a[:, None]], IGNORED)
+        fp_plain = (self.plain_fp_before[a[:, None], self.sp_pos[sp]]
+                    - self.plain_fp_before[a, self.bounds[k]][:, None])
+        c_min = self.c_min[k, a][:, None, :]
+        rc_end, q, j, reached = _curve(status.transpose(0, 2, 1), fp_plain, self.n_gt[k, a], c_min)
+        picked = self.sp_score[sp][np.arange(len(k))[:, None, None], np.minimum(j, width - 1)]
+        ss = np.where(c_min == 0, self.first_score[k][:, None, None], np.where(reached, picked, 0.0))
+        self._put(k, a, rc_end, q, ss)
 
 
 def select_categories(per_image: PerImageEval, cat_ids: np.ndarray) -> PerImageEval:
