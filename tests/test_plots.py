@@ -1,6 +1,7 @@
 """report/plots.py: the v7.0 curve and confusion-matrix PNGs, drawn deterministically."""
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -124,6 +125,29 @@ def test_identical_inputs_give_identical_bytes(tmp_path, curves):
     ap[0, 0] += 0.01  # one legend number changes: the bytes must too
     plot_pr_curve(c.px, c.py, ap, curve_names, tmp_path / "c.png")
     assert (tmp_path / "a.png").read_bytes() != (tmp_path / "c.png").read_bytes()
+
+
+def test_one_layout_pass_draws_what_the_layout_engine_draws(tmp_path):
+    """_save lays the figure out once and draws it once (savefig with a layout engine draws it twice) and encodes
+    at zlib level 1: the pixels are the ones matplotlib's own tight-layout savefig gives, on a matrix with 80
+    rotated names and on a curve figure."""
+    import matplotlib.style
+
+    from detval.report.plots import DPI, _save
+
+    rng = np.random.default_rng(3)
+    matrix = rng.poisson(0.3, (81, 81)).astype(float) + np.eye(81) * 20
+    names = [f"class name {i}" for i in range(80)]
+    px, y = np.linspace(0, 1, 1000), np.sort(rng.random((3, 1000)), 1)
+    figures = {"matrix": lambda: confusion_matrix_figure(matrix, names, normalize=True),
+               "curve": lambda: metric_curve_figure(px, y, names[:3], "F1")}
+    for name, figure in figures.items():
+        with matplotlib.style.context("default"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            figure().savefig(tmp_path / f"{name}_engine.png", dpi=DPI, format="png")
+            _save(figure(), tmp_path / f"{name}_once.png")
+        with Image.open(tmp_path / f"{name}_engine.png") as a, Image.open(tmp_path / f"{name}_once.png") as b:
+            np.testing.assert_array_equal(np.asarray(a), np.asarray(b), err_msg=name)
 
 
 def test_another_process_draws_the_same_bytes(tmp_path):
