@@ -134,6 +134,20 @@ def test_several_ranks_equal_one(run, tmp_path, world_size):
     assert (tmp_path / "1.json").read_bytes() == (tmp_path / "n.json").read_bytes()
 
 
+@pytest.mark.parametrize("cores", [1, 3, 5])
+def test_one_rank_on_any_number_of_cores_gives_the_same_file_and_numbers(run, tmp_path, monkeypatch, cores):
+    """One rank shares its cores between the categories' accumulation and the JSON's writing: one core (all
+    here, one after the other), or several split between the two, write the same bytes and the same numbers."""
+    import detval.evaluation.coco as evaluation_coco
+
+    cfg, prep, out = run
+    gt = coco_ground_truth(cfg.data, None, prep.records, prep.names)
+    plain = _single(gt, out, tmp_path / "plain.json")
+    monkeypatch.setattr(evaluation_coco, "available_cores", lambda: cores)
+    assert _single(gt, out, tmp_path / "cores.json") == plain
+    assert (tmp_path / "cores.json").read_bytes() == (tmp_path / "plain.json").read_bytes()
+
+
 def test_rank_parts_merge_to_the_whole_even_when_a_rank_has_no_images(run):
     cfg, prep, out = run
     gt = coco_ground_truth(cfg.data, None, prep.records, prep.names)

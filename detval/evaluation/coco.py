@@ -21,10 +21,11 @@ from detval.coco.ground_truth import CocoGt
 from detval.coco.predictions import CocoRows, coco_rows, predictions_json, write_predictions_json
 from detval.distributed.comm import Comm
 from detval.evaluation.records import ImageBatch, cat_rows
-from detval.forked import available_cores
+from detval.forked import available_cores, fork_map
 
 
 MAX_WORKERS = 8   # forked processes that share rank 0's JSON writing (and categories, when the run has one rank)
+JSON_SHARE = 0.45  # of a one-rank run's COCO tail at COCO scale: its workers split so (benchmarks/coco_tail.py)
 
 
 class CocoEvaluator:
@@ -37,6 +38,7 @@ class CocoEvaluator:
         self.rows: CocoRows | None = None  # rank 0 after gather: every image's rows, plan order
         self.image_ids: np.ndarray | None = None  # rank 0 after gather: every image of the run, plan order
         self.accumulated: CocoAccumulated | None = None
+        self._unaccumulated: tuple[CocoDetections, list] | None = None  # one rank: evaluate() accumulates these
 
     def process(self, batch: ImageBatch) -> None:
         self.ids.extend(int(i) for i in batch.image_ids)
@@ -51,9 +53,8 @@ class CocoEvaluator:
 
     def gather(self, comm: Comm) -> None:
         ids, counts, rows = self._my_rows()
-        if self.gt.backend == "detval" and comm.n_shares == 1:   # one rank: its cores share the categories
-            self.accumulated = accumulate_images(self.gt.gt, *self._my_dets(ids.numpy(), rows), self.gt.params,
-                                                 workers=min(available_cores(), MAX_WORKERS))
+        if self.gt.backend == "detval" and comm.n_shares == 1:   # one rank: accumulated beside the JSON's writing
+            self._unaccumulated = self._my_dets(ids.numpy(), rows)
         elif self.gt.backend == "detval":
             self.accumulated = self._accumulate(comm, self._evaluate_images(ids.numpy(), rows))
         if not comm.ctx.is_distributed and bool((ids[1:] > ids[:-1]).all()):   # already what gather returns
@@ -68,6 +69,24 @@ class CocoEvaluator:
             self.image_ids = all_ids.numpy()
             self.rows = CocoRows(np.repeat(self.image_ids, all_counts.numpy()), cols["category"].numpy(),
                                  cols["boxes"].numpy(), cols["scores"].numpy())
+
+    def _accumulate_writing(self, pred_json: Path, workers: int) -> CocoAccumulated:
+        """One rank: COCOeval.evaluate and accumulate of its category shares in forked processes while others
+        write the predictions JSON (about 45% of the work at COCO scale): workers processes in all."""
+        json_workers = max(1, round(workers * JSON_SHARE)) if workers > 1 else 0
+        shares = category_shares(self.gt.params, max(1, workers - json_workers))
+        dets, img_ids = self._unaccumulated
+
+        def job(i: int) -> CocoAccumulated | None:
+            if i < len(shares):
+                return accumulate_images(self.gt.gt, dets, img_ids, shares[i])
+            write_predictions_json(pred_json, self.gt, self.rows, json_workers)
+            return None
+
+        parts = fork_map(job, len(shares) + (1 if json_workers else 0))
+        if not json_workers:
+            write_predictions_json(pred_json, self.gt, self.rows)
+        return join_categories(self.gt.params, parts[:len(shares)])
 
     def _accumulate(self, comm: Comm, part: PerImageEval) -> CocoAccumulated | None:
         """COCOeval's accumulate of every rank's per-image results, spread over the ranks by category (exact:
@@ -106,7 +125,11 @@ class CocoEvaluator:
             return None
         label = "COCO (detval)" if gt.backend == "detval" else gt.backend
         say(f"\nEvaluating {label} mAP... saving {pred_json}...")
-        write_predictions_json(pred_json, gt, rows, workers=min(available_cores(), MAX_WORKERS))
+        workers = min(available_cores(), MAX_WORKERS)
+        if self._unaccumulated is not None:
+            self.accumulated = self._accumulate_writing(pred_json, workers)
+        else:
+            write_predictions_json(pred_json, gt, rows, workers)
         if gt.note:
             say(gt.note)
         if gt.backend == "detval":
