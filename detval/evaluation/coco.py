@@ -4,6 +4,8 @@
     hold them, and runs COCOeval.evaluate on its own images; the per-image results of each category share go to one
     rank, which accumulates them; rank 0 gets the accumulated arrays and every row, plan order)  ->  evaluate
     (rank 0: the JSON file, summarize, or a reference library on the JSON's rows)
+A run of one rank leaves COCOeval's evaluate and accumulate to `evaluate`, which runs them in forked processes
+beside the one writing the JSON.
 """
 from __future__ import annotations
 
