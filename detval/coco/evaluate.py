@@ -620,7 +620,7 @@ def _in_score_order(ev: _Evaluated, cats: np.ndarray) -> _ScoreOrder:
 
 # A padded batch of categories holds about this many status entries ([rows, T, width]) at most: batching the
 # small categories never takes more memory than the largest category alone.
-_BATCH_ENTRIES = 1 << 21
+_BATCH_ENTRIES = 1 << 18
 
 
 @dataclass(frozen=True)
