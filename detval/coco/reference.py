@@ -30,6 +30,26 @@ def _load(source, what: str):
     raise TypeError(f"{what}: expected a path, a dict or a list, got {type(source).__name__}")
 
 
+def _library_gt(backend: str, gt_data) -> tuple:
+    """(the library's COCO of gt_data, its COCOeval class, COCOeval's extra keyword arguments)."""
+    if backend == "pycocotools":
+        from pycocotools.coco import COCO
+        from pycocotools.cocoeval import COCOeval
+        gt = COCO()
+        gt.dataset = gt_data
+        gt.createIndex()
+        return gt, COCOeval, {}
+    if backend == "faster-coco-eval":
+        from faster_coco_eval import COCO
+        from faster_coco_eval import COCOeval_faster
+        return COCO(gt_data), COCOeval_faster, {"print_function": lambda *a, **k: None}
+    if backend == "ultrafast":
+        from ultrafast_pycocotools import COCO
+        from ultrafast_pycocotools import COCOeval
+        return COCO(gt_data), COCOeval, {}
+    raise ValueError(f"unknown COCO backend {backend!r}; choose from {BACKENDS}")
+
+
 def reference_evaluate(backend: str, gt_source, dets_source, img_ids=None, cat_ids=None,
                        timings: dict | None = None) -> CocoResult:
     """COCOeval(gt, gt.loadRes(dets), 'bbox') with params.imgIds / catIds from img_ids / cat_ids when given.
@@ -44,25 +64,7 @@ def reference_evaluate(backend: str, gt_source, dets_source, img_ids=None, cat_i
         gt_data, dets_data = _load(gt_source, "ground truth"), _load(dets_source, "detections")
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
-        if backend == "pycocotools":
-            from pycocotools.coco import COCO
-            from pycocotools.cocoeval import COCOeval as Eval
-            gt = COCO()
-            gt.dataset = gt_data
-            gt.createIndex()
-            kwargs = {}
-        elif backend == "faster-coco-eval":
-            from faster_coco_eval import COCO
-            from faster_coco_eval import COCOeval_faster as Eval
-            gt = COCO(gt_data)
-            kwargs = {"print_function": lambda *a, **k: None}
-        elif backend == "ultrafast":
-            from ultrafast_pycocotools import COCO
-            from ultrafast_pycocotools import COCOeval as Eval
-            gt = COCO(gt_data)
-            kwargs = {}
-        else:
-            raise ValueError(f"unknown COCO backend {backend!r}; choose from {BACKENDS}")
+        gt, Eval, kwargs = _library_gt(backend, gt_data)
         dt = gt.loadRes(dets_data)
         t_eval = time.perf_counter()
         ev = Eval(gt, dt, "bbox", **kwargs)
