@@ -127,13 +127,18 @@ def test_identical_inputs_give_identical_bytes(tmp_path, curves):
     assert (tmp_path / "a.png").read_bytes() != (tmp_path / "c.png").read_bytes()
 
 
-def test_one_layout_pass_draws_what_the_layout_engine_draws(tmp_path):
+def test_one_layout_pass_draws_what_the_layout_engine_draws(tmp_path, monkeypatch):
     """_save lays the figure out once and draws it once (savefig with a layout engine draws it twice) and encodes
     at zlib level 1: the pixels are the ones matplotlib's own tight-layout savefig gives, on a matrix with 80
     rotated names and on a curve figure."""
     import matplotlib.style
+    from matplotlib.figure import Figure
 
     from detval.report.plots import DPI, _save
+
+    draws = []
+    figure_draw = Figure.draw
+    monkeypatch.setattr(Figure, "draw", lambda fig, renderer: draws.append(fig) or figure_draw(fig, renderer))
 
     rng = np.random.default_rng(3)
     matrix = rng.poisson(0.3, (81, 81)).astype(float) + np.eye(81) * 20
@@ -145,7 +150,9 @@ def test_one_layout_pass_draws_what_the_layout_engine_draws(tmp_path):
         with matplotlib.style.context("default"), warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
             figure().savefig(tmp_path / f"{name}_engine.png", dpi=DPI, format="png")
+            draws.clear()
             _save(figure(), tmp_path / f"{name}_once.png")
+            assert len(draws) == 1, name
         with Image.open(tmp_path / f"{name}_engine.png") as a, Image.open(tmp_path / f"{name}_once.png") as b:
             np.testing.assert_array_equal(np.asarray(a), np.asarray(b), err_msg=name)
 
